@@ -1,0 +1,11 @@
+from django.urls import path
+
+from . import views
+
+_MEDIA = "<str:server_name>/<str:media_id>"
+
+urlpatterns = [
+    path("media", views.MediaCollectionView.as_view()),
+    path(f"media/{_MEDIA}", views.MediaDetailView.as_view()),
+    path(f"media/{_MEDIA}/content", views.MediaContentView.as_view()),
+]

@@ -1,0 +1,11 @@
+from django.apps import AppConfig
+
+
+class MediaAppConfig(AppConfig):
+    name = "media_app"
+    verbose_name = "Media"
+
+    def ready(self):
+        from . import conf
+
+        conf.check_settings()

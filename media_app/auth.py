@@ -1,0 +1,28 @@
+"""Bearer-token authentication for both APIs (header, or the `access_token` query parameter
+that the Matrix spec still allows and real clients still send)."""
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.exceptions import AuthenticationFailed
+
+from .services.tokens import token_user
+
+
+def request_token(request) -> str | None:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.GET.get("access_token") or None
+
+
+class AccessTokenAuthentication(BaseAuthentication):
+    def authenticate(self, request):
+        token = request_token(request._request)
+        if token is None:
+            return None  # the permission check then answers M_MISSING_TOKEN
+        user = token_user(token=token)
+        if user is None:
+            raise AuthenticationFailed()
+        return user, None
+
+    def authenticate_header(self, request):
+        return 'Bearer realm="mediasite"'

@@ -1,0 +1,199 @@
+"""One error model for every response: `{"errcode", "error", "code"}` (DESIGN §5).
+
+Each error code is one exception class carrying its HTTP status, Matrix errcode and message.
+Views raise them; `drf_exception_handler` and the Django handlers render them all alike and
+translate framework exceptions, so no path can leak a traceback, a path or a SQL fragment.
+"""
+import logging
+
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions as drf_exceptions
+
+logger = logging.getLogger(__name__)
+
+
+class MediasiteError(Exception):
+    code = "UNKNOWN"
+    status = 500
+    errcode = "M_UNKNOWN"
+    message = "Internal server error"
+
+    def __init__(self, message: str | None = None, *, headers: dict | None = None):
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.headers = headers or {}
+
+    def as_dict(self) -> dict:
+        return {"errcode": self.errcode, "error": self.message, "code": self.code}
+
+
+# Codes of DESIGN §5.
+class MediaTooLarge(MediasiteError):
+    code, status, errcode, message = "MEDIA_TOO_LARGE", 413, "M_TOO_LARGE", "File exceeds the maximum allowed upload size"
+
+
+class MediaTooManyPixels(MediasiteError):
+    code, status, errcode, message = "MEDIA_TOO_MANY_PIXELS", 400, "M_TOO_LARGE", "Image dimensions exceed the maximum allowed size"
+
+
+class MediaNotFound(MediasiteError):
+    code, status, errcode, message = "MEDIA_NOT_FOUND", 404, "M_NOT_FOUND", "Media not found"
+
+
+class MediaQuarantined(MediasiteError):
+    code, status, errcode, message = "MEDIA_QUARANTINED", 404, "M_NOT_FOUND", "This media has been removed"
+
+
+class MediaServerBlocked(MediasiteError):
+    code, status, errcode, message = "MEDIA_SERVER_BLOCKED", 403, "M_FORBIDDEN", "Media from this server is not permitted"
+
+
+# Matrix errors the spec requires, under codes of the same style.
+class MissingToken(MediasiteError):
+    code, status, errcode, message = "AUTH_MISSING_TOKEN", 401, "M_MISSING_TOKEN", "Missing access token"
+
+
+class UnknownToken(MediasiteError):
+    code, status, errcode, message = "AUTH_UNKNOWN_TOKEN", 401, "M_UNKNOWN_TOKEN", "Unknown or revoked access token"
+
+
+class Forbidden(MediasiteError):
+    code, status, errcode, message = "FORBIDDEN", 403, "M_FORBIDDEN", "You are not allowed to do this"
+
+
+class RateLimited(MediasiteError):
+    code, status, errcode, message = "RATE_LIMITED", 429, "M_LIMIT_EXCEEDED", "Too many requests"
+
+    def __init__(self, message=None, *, retry_after_ms: int = 1000):
+        seconds = max(1, -(-retry_after_ms // 1000))
+        super().__init__(message, headers={"Retry-After": str(seconds)})
+        self.retry_after_ms = retry_after_ms
+
+    def as_dict(self):
+        return {**super().as_dict(), "retry_after_ms": self.retry_after_ms}
+
+
+class MediaNotYetUploaded(MediasiteError):
+    code, status, errcode, message = "MEDIA_NOT_YET_UPLOADED", 504, "M_NOT_YET_UPLOADED", "Media has not been uploaded yet"
+
+
+class MediaCannotOverwrite(MediasiteError):
+    code, status, errcode, message = "MEDIA_CANNOT_OVERWRITE", 409, "M_CANNOT_OVERWRITE_MEDIA", "Media ID already has content"
+
+
+class MediaInvalidState(MediasiteError):
+    code, status, errcode, message = "MEDIA_INVALID_STATE", 409, "M_BAD_STATE", "This media cannot make that change of state"
+
+
+class RemoteFetchFailed(MediasiteError):
+    code, status, errcode, message = "REMOTE_FETCH_FAILED", 502, "M_UNKNOWN", "Could not fetch media from the remote server"
+
+
+class StorageUnavailable(MediasiteError):
+    code, status, errcode, message = "STORAGE_UNAVAILABLE", 503, "M_UNKNOWN", "Media storage is temporarily unavailable"
+
+    def __init__(self, message=None):
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
+class InvalidParam(MediasiteError):
+    code, status, errcode, message = "INVALID_PARAM", 400, "M_INVALID_PARAM", "Invalid parameter"
+
+
+class BadRequest(MediasiteError):
+    code, status, errcode, message = "BAD_REQUEST", 400, "M_BAD_JSON", "Malformed request"
+
+
+class UploadIncomplete(MediasiteError):
+    code, status, errcode, message = "UPLOAD_INCOMPLETE", 400, "M_UNKNOWN", "The upload ended before all its bytes arrived"
+
+
+class Unrecognized(MediasiteError):
+    code, status, errcode, message = "UNRECOGNIZED", 404, "M_UNRECOGNIZED", "Unrecognized request"
+
+
+class MethodNotAllowed(MediasiteError):
+    code, status, errcode, message = "METHOD_NOT_ALLOWED", 405, "M_UNRECOGNIZED", "Method not allowed on this endpoint"
+
+
+class InternalError(MediasiteError):
+    pass
+
+
+def error_response(err: MediasiteError) -> JsonResponse:
+    response = JsonResponse(err.as_dict(), status=err.status)
+    for name, value in err.headers.items():
+        response[name] = value
+    return response
+
+
+def _from_drf(exc) -> MediasiteError | None:
+    if isinstance(exc, drf_exceptions.NotAuthenticated):
+        return MissingToken()
+    if isinstance(exc, drf_exceptions.AuthenticationFailed):
+        return UnknownToken()
+    if isinstance(exc, drf_exceptions.MethodNotAllowed):
+        return MethodNotAllowed()
+    if isinstance(exc, drf_exceptions.Throttled):
+        return RateLimited(retry_after_ms=int((exc.wait or 1) * 1000))
+    if isinstance(exc, drf_exceptions.PermissionDenied):
+        return Forbidden()
+    if isinstance(exc, drf_exceptions.NotFound):
+        return MediaNotFound()
+    if isinstance(exc, drf_exceptions.UnsupportedMediaType):
+        return BadRequest("Unsupported request content type")
+    if isinstance(exc, drf_exceptions.ParseError):
+        return BadRequest("Request body is not valid JSON")
+    if isinstance(exc, drf_exceptions.ValidationError):
+        return InvalidParam(_first_message(exc.detail))
+    if isinstance(exc, drf_exceptions.NotAcceptable):
+        return BadRequest("Cannot produce the requested content type")
+    return None
+
+
+def _first_message(detail) -> str:
+    """The first human message in a DRF error detail, with the field name it belongs to."""
+    if isinstance(detail, dict):
+        for field, value in detail.items():
+            return f"{field}: {_first_message(value)}"
+    if isinstance(detail, list) and detail:
+        return _first_message(detail[0])
+    return str(detail) or "Invalid parameter"
+
+
+def to_mediasite_error(exc) -> MediasiteError:
+    if isinstance(exc, MediasiteError):
+        return exc
+    converted = _from_drf(exc) if isinstance(exc, drf_exceptions.APIException) else None
+    if converted:
+        return converted
+    if isinstance(exc, Http404):
+        return MediaNotFound()
+    if isinstance(exc, PermissionDenied):
+        return Forbidden()
+    if isinstance(exc, SuspiciousOperation):
+        return BadRequest("Malformed request")
+    logger.exception("Unhandled error", exc_info=exc)
+    return InternalError()
+
+
+def drf_exception_handler(exc, context):
+    return error_response(to_mediasite_error(exc))
+
+
+# Django-level handlers for requests that never reach a DRF view.
+def handler400(request, exception=None):
+    return error_response(BadRequest())
+
+
+def handler403(request, exception=None):
+    return error_response(Forbidden())
+
+
+def handler404(request, exception=None):
+    return error_response(Unrecognized())
+
+
+def handler500(request):
+    return error_response(InternalError())

@@ -1,0 +1,38 @@
+"""Events of DESIGN §6: an append-only MediaEvent row and a Django signal for each.
+
+Receivers connect to `media_event` and get `event_type` and `payload`. The signal is sent once
+the row's transaction commits, so no receiver ever sees an event that was rolled back.
+"""
+from django.db import transaction
+from django.dispatch import Signal
+
+from .models import MediaEvent
+
+media_event = Signal()  # kwargs: event_type, payload
+
+UPLOADED = "media.uploaded"
+DEDUPLICATED = "media.deduplicated"
+RETRIEVED = "media.retrieved"
+REMOTE_CACHED = "media.remote_cached"
+THUMBNAIL_GENERATED = "media.thumbnail_generated"
+PURGED = "media.purged"
+QUARANTINED = "media.quarantined"
+RELEASED = "media.released"
+SIGNED_OFF = "media.signed_off"
+
+
+def send_signal(event_type: str, payload: dict) -> None:
+    media_event.send(sender=MediaEvent, event_type=event_type, payload=payload)
+
+
+def emit(event_type: str, payload: dict, *, server_name: str = "", actor=None) -> MediaEvent:
+    """Record an event inside the caller's transaction; signal it after commit."""
+    event = MediaEvent.objects.create(
+        event_type=event_type,
+        server_name=server_name,
+        media_id=str(payload.get("media_id", "")),
+        payload=payload,
+        actor=actor,
+    )
+    transaction.on_commit(lambda: send_signal(event_type, payload))
+    return event

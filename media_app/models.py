@@ -1,0 +1,121 @@
+"""Data model of DESIGN §2: content (Blob) is separate from identity (Media)."""
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from .crypto import EncryptedTextField
+
+
+class Blob(models.Model):
+    """One row per distinct content. No two rows share a sha256: that is deduplication."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    size = models.BigIntegerField()
+    storage = models.CharField(max_length=32, help_text="Storage backend alias holding the bytes")
+    key = models.CharField(max_length=255, help_text="Content-addressed key inside the backend")
+    created_ts = models.DateTimeField(default=timezone.now)
+    # Hash-level quarantine: every Media sharing these bytes, and future uploads of them.
+    quarantined = models.BooleanField(default=False)
+
+    def __str__(self):
+        return f"{self.sha256[:12]}… ({self.size} B on {self.storage})"
+
+
+class MediaStatus(models.TextChoices):
+    PENDING = "pending"
+    STORED = "stored"
+    QUARANTINED = "quarantined"
+    DELETED = "deleted"
+
+
+class MediaOrigin(models.TextChoices):
+    LOCAL = "local"
+    REMOTE = "remote"
+
+
+class Media(models.Model):
+    """One row per media ID (`mxc://server_name/media_id`). Status changes only through
+    `media_app.state.transition` (DESIGN §3)."""
+
+    server_name = models.CharField(max_length=255)
+    media_id = models.CharField(max_length=255)
+    blob = models.ForeignKey(Blob, null=True, blank=True, on_delete=models.PROTECT, related_name="media")
+    media_type = models.CharField(max_length=255, default="application/octet-stream")
+    media_length = models.BigIntegerField(null=True, blank=True)
+    upload_name = EncryptedTextField(null=True, blank=True)
+    uploader = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="uploads"
+    )
+    created_ts = models.DateTimeField(default=timezone.now)
+    last_access_ts = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=MediaStatus.choices, default=MediaStatus.PENDING)
+    quarantined_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    protected = models.BooleanField(default=False)
+    origin = models.CharField(max_length=8, choices=MediaOrigin.choices, default=MediaOrigin.LOCAL)
+    unused_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "media"
+        constraints = [
+            models.UniqueConstraint(fields=["server_name", "media_id"], name="media_unique_mxc"),
+        ]
+        indexes = [
+            models.Index(fields=["uploader", "status"], name="media_uploader_status"),
+            models.Index(fields=["origin", "last_access_ts"], name="media_origin_access"),
+            models.Index(fields=["status", "unused_expires_at"], name="media_status_expiry"),
+        ]
+
+    def __str__(self):
+        return self.content_uri
+
+    @property
+    def content_uri(self) -> str:
+        return f"mxc://{self.server_name}/{self.media_id}"
+
+    @property
+    def is_quarantined(self) -> bool:
+        return self.status == MediaStatus.QUARANTINED or bool(self.blob_id and self.blob.quarantined)
+
+
+class AccessToken(models.Model):
+    """An API token. Only its SHA-256 is stored: the token itself is shown once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="access_tokens")
+    token_hash = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=100, blank=True)
+    created_ts = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"token {self.name or self.pk} of {self.user}"
+
+
+class MediaEvent(models.Model):
+    """Append-only log of what happened to media (DESIGN §6); rows are never updated."""
+
+    event_type = models.CharField(max_length=64, db_index=True)
+    server_name = models.CharField(max_length=255, blank=True)
+    media_id = models.CharField(max_length=255, blank=True, db_index=True)
+    payload = models.JSONField(default=dict)
+    # No database constraint: an audit row must never fail to be written because its actor
+    # was deleted between the event and a batched write of it.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        db_constraint=False,
+    )
+    created_ts = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_ts", "-id"]
+
+    def __str__(self):
+        return f"{self.event_type} {self.media_id}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise ValueError("Media events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("Media events are append-only")

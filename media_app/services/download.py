@@ -1,0 +1,75 @@
+"""Finding media to serve: validation, waiting for pending uploads, access decisions."""
+import time
+
+from django.utils import timezone
+
+from .. import errors
+from ..conf import media_settings
+from ..models import Media, MediaStatus
+from . import identifiers
+from .access import access_batch
+
+
+def parse_timeout_ms(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return media_settings.DEFAULT_DOWNLOAD_TIMEOUT_MS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.InvalidParam("timeout_ms must be an integer") from None
+    if value < 0:
+        raise errors.InvalidParam("timeout_ms must not be negative")
+    return min(value, media_settings.MAX_DOWNLOAD_TIMEOUT_MS)
+
+
+def _lookup(server_name: str, media_id: str) -> Media | None:
+    return (
+        Media.objects.select_related("blob")
+        .filter(server_name=server_name, media_id=media_id)
+        .first()
+    )
+
+
+def media_get_servable(*, server_name: str, media_id: str, timeout_ms: int = 0) -> Media:
+    """The media row with its blob, ready to serve, or the error the client must see.
+
+    A pending reservation is polled until it is filled or `timeout_ms` runs out; polling the
+    database works the same whichever process receives the upload.
+    """
+    identifiers.validate(server_name, media_id)
+    media = _lookup(server_name, media_id)
+    deadline = time.monotonic() + timeout_ms / 1000
+    delay = 0.05
+    while media is not None and media.status == MediaStatus.PENDING:
+        expired = media.unused_expires_at and media.unused_expires_at <= timezone.now()
+        if expired or time.monotonic() >= deadline:
+            if expired:
+                raise errors.MediaNotFound()
+            raise errors.MediaNotYetUploaded()
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 0.5)
+        media = _lookup(server_name, media_id)
+    if media is None or media.status == MediaStatus.DELETED or media.blob is None:
+        raise errors.MediaNotFound()
+    if media.status == MediaStatus.QUARANTINED or media.blob.quarantined:
+        raise errors.MediaQuarantined()
+    return media
+
+
+def media_record_retrieval(*, media: Media, downloader) -> None:
+    access_batch.record(media=media, downloader=downloader)
+
+
+def media_get_metadata(*, server_name: str, media_id: str, user) -> Media:
+    """Metadata of servable media; uploaders also see their own pending or quarantined media."""
+    identifiers.validate(server_name, media_id)
+    media = _lookup(server_name, media_id)
+    if media is None or media.status == MediaStatus.DELETED:
+        raise errors.MediaNotFound()
+    if media.uploader_id is not None and media.uploader_id == user.pk:
+        return media
+    if media.status == MediaStatus.PENDING:
+        raise errors.MediaNotFound()
+    if media.is_quarantined:
+        raise errors.MediaQuarantined()
+    return media

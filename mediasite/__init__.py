@@ -1,0 +1,7 @@
+"""Mediasite: a Matrix-compatible media repository.
+
+The Celery app is imported here so that `@shared_task` binds to it in every process.
+"""
+from .celery import app as celery_app
+
+__all__ = ["celery_app"]

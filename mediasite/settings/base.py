@@ -1,0 +1,145 @@
+"""Settings shared by every environment, read from the environment (DESIGN §9).
+
+The embedded default needs nothing but a writable data directory: SQLite, local files and
+in-process background work. Setting DATABASE_URL / REDIS_URL / MEDIASITE_STORAGE moves the
+same code onto PostgreSQL, Redis and S3.
+"""
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+
+DATA_DIR = Path(env.str("MEDIASITE_DATA_DIR", default=str(BASE_DIR / "var"))).resolve()
+PORT = env.int("PORT", default=8000)
+
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")  # filled from the data dir in production
+DEBUG = False
+ALLOWED_HOSTS = env.list("MEDIASITE_ALLOWED_HOSTS", default=["*"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "media_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "mediasite.urls"
+WSGI_APPLICATION = "mediasite.wsgi.application"
+# Matrix paths never end in a slash; redirecting them would break clients' POSTs.
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+from .database import DATABASES  # noqa: E402  (needs env and DATA_DIR above)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+from .storage import STORAGES  # noqa: E402
+from .celery import *  # noqa: E402,F401,F403
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["media_app.auth.AccessTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "media_app.errors.drf_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Mediasite API",
+    "DESCRIPTION": "Native REST API of the Mediasite media repository.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+
+def _duration_days(value: str) -> int:
+    value = value.strip().lower()
+    if value.endswith("d"):
+        return int(value[:-1])
+    return int(value)
+
+
+# Every Mediasite tunable (media_app.conf reads these lazily and rejects unknown keys).
+_server_name = env.str("MEDIASITE_SERVER_NAME", default=f"localhost:{PORT}")
+MEDIASITE = {
+    "SERVER_NAME": _server_name,
+    "DATA_DIR": str(DATA_DIR),
+    "MAX_UPLOAD_SIZE_BYTES": env.int("MEDIASITE_MAX_UPLOAD_SIZE", default=52428800),
+    "MAX_IMAGE_PIXELS": env.int("MEDIASITE_MAX_IMAGE_PIXELS", default=32_000_000),
+    "LEGACY_MEDIA": env.bool("MEDIASITE_LEGACY_MEDIA", default=False),
+    "STORAGE": env.str("MEDIASITE_STORAGE", default="fs"),
+    "ACCESS_FLUSH_SECONDS": env.float("MEDIASITE_ACCESS_FLUSH_SECONDS", default=10.0),
+    "ACCESS_FLUSH_THREAD": True,
+    "UNUSED_EXPIRES_SECONDS": env.int("MEDIASITE_UNUSED_EXPIRES_SECONDS", default=24 * 3600),
+    "MAX_PENDING_UPLOADS_PER_USER": env.int("MEDIASITE_MAX_PENDING_UPLOADS_PER_USER", default=100),
+    "MAX_DOWNLOAD_TIMEOUT_MS": env.int("MEDIASITE_MAX_DOWNLOAD_TIMEOUT_MS", default=60_000),
+    "ENCRYPTION_KEYS": env.list("MEDIASITE_ENCRYPTION_KEYS", default=[]),
+    "FEDERATION_SERVER_MAP": env.json("MEDIASITE_FEDERATION_SERVER_MAP", default={}),
+    "OUTBOUND_ALLOWLIST": env.list("MEDIASITE_OUTBOUND_ALLOWLIST", default=[]),
+    "BLOCKED_SERVERS": env.list("MEDIASITE_BLOCKED_SERVERS", default=[]),
+    "REMOTE_MEDIA_LIFETIME_DAYS": _duration_days(env.str("MEDIASITE_REMOTE_MEDIA_LIFETIME", default="90d")),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("MEDIASITE_LOG_LEVEL", default="INFO")},
+    "loggers": {
+        # django.request logs request.path only (never the query string, where access_token
+        # and filename may sit); keep it at WARNING so 4xx noise stays out.
+        "django.request": {"level": "ERROR"},
+        "django.server": {"level": "ERROR"},
+    },
+}

@@ -1,0 +1,32 @@
+"""Production settings: `make run`, gunicorn, workers. Secrets live in the data directory."""
+import secrets
+
+from .base import *  # noqa: F401,F403
+from .base import DATA_DIR, SECRET_KEY, env
+
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_from_file(name: str) -> str:
+    """Create a secret once, on first start, and reuse it: every worker must agree on it."""
+    path = DATA_DIR / name
+    if not path.exists():
+        try:
+            with open(path, "x") as fh:  # "x": the first process to start wins the race
+                fh.write(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        except FileExistsError:
+            pass
+    return path.read_text().strip()
+
+
+if not SECRET_KEY:
+    SECRET_KEY = _secret_from_file("secret_key")
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+if env.bool("MEDIASITE_HTTPS", default=False):
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True

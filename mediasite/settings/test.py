@@ -1,0 +1,31 @@
+"""Test settings: the same stack as production, with the data dir in a temp folder.
+
+DATABASE_URL / REDIS_URL / S3 variables from the environment still apply, so `.ci/run` runs the
+suite against PostgreSQL, Redis and S3; without them it runs on the embedded default.
+"""
+import os
+import tempfile
+
+os.environ.setdefault("MEDIASITE_DATA_DIR", tempfile.mkdtemp(prefix="mediasite-test-"))
+os.environ.setdefault("MEDIASITE_SERVER_NAME", "test.local")
+# Room for the 200 MiB round trip of the live-server tests.
+os.environ.setdefault("MEDIASITE_MAX_UPLOAD_SIZE", str(256 << 20))
+# A fixed key (Fernet format) so a server process started by the tests reads the same rows.
+os.environ.setdefault("MEDIASITE_ENCRYPTION_KEYS", "dGVzdC1rZXktMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDA=")
+
+from .base import *  # noqa: E402,F401,F403
+from .base import DATABASES, DATA_DIR, MEDIASITE  # noqa: E402
+
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+SECRET_KEY = "test-only-secret-key-not-for-production-use-000000000000"
+# Tests flush the access batch explicitly; a background thread would race the test transaction.
+MEDIASITE["ACCESS_FLUSH_THREAD"] = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # A file, not :memory:, so a gunicorn started by the tests can share the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+
+# Serve static files from the finders: tests do not run collectstatic.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True

@@ -1,0 +1,17 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+urlpatterns = [
+    path("", include("media_app.api.matrix.urls")),
+    path("api/v1/", include("media_app.api.v1.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[])),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", authentication_classes=[], permission_classes=[])),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = "media_app.errors.handler400"
+handler403 = "media_app.errors.handler403"
+handler404 = "media_app.errors.handler404"
+handler500 = "media_app.errors.handler500"

@@ -1,0 +1,159 @@
+"""Against a real gunicorn (production settings, two worker processes): chunked bodies, big
+files, concurrency across processes, and what reaches the log."""
+import hashlib
+import http.client
+import json
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from media_app.models import Blob, Media, MediaEvent
+
+pytestmark = pytest.mark.server
+
+
+def _request(live, method, path, token, body=None, headers=None, chunked=False):
+    conn = http.client.HTTPConnection(*live.host_port, timeout=120)
+    h = {"Authorization": f"Bearer {token}"} if token else {}
+    h.update(headers or {})
+    conn.request(method, path, body=body, headers=h, encode_chunked=chunked)
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response, data
+
+
+def _chunks(total: int, size: int = 64 * 1024, byte: bytes = b"c"):
+    sent = 0
+    while sent < total:
+        n = min(size, total - sent)
+        sent += n
+        yield byte * n
+
+
+def _tmp_files():
+    tmp = Path(settings.MEDIASITE["DATA_DIR"]) / "tmp"
+    return sorted(tmp.iterdir()) if tmp.exists() else []
+
+
+def test_chunked_upload_round_trip(live, alice_token):
+    response, data = _request(live, "POST", "/_matrix/media/v3/upload", alice_token,
+                              body=_chunks(300_000), chunked=True)
+    assert response.status, data
+    assert response.status == 200, data
+    mxc = json.loads(data)["content_uri"].removeprefix("mxc://")
+    response, body = _request(live, "GET", f"/_matrix/client/v1/media/download/{mxc}", alice_token)
+    assert response.status == 200 and body == b"c" * 300_000
+
+
+def test_chunked_upload_over_the_limit_is_cut_off(live, alice_token):
+    limit = settings.MEDIASITE["MAX_UPLOAD_SIZE_BYTES"]
+    # Stream a little past the limit; the server answers 413 once it has seen limit+1 bytes.
+    try:
+        response, data = _request(live, "POST", "/_matrix/media/v3/upload", alice_token,
+                                  body=_chunks(limit + (4 << 20), 1 << 20), chunked=True)
+        assert response.status == 413
+        assert json.loads(data)["code"] == "MEDIA_TOO_LARGE"
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server may close before the client finished sending: also a refusal
+    assert not Blob.objects.exists() and not Media.objects.exists()
+    assert _tmp_files() == []
+
+
+def test_declared_length_over_the_limit_is_refused_before_reading(live, alice_token):
+    limit = settings.MEDIASITE["MAX_UPLOAD_SIZE_BYTES"]
+    conn = http.client.HTTPConnection(*live.host_port, timeout=30)
+    conn.putrequest("POST", "/_matrix/media/v3/upload")
+    conn.putheader("Authorization", f"Bearer {alice_token}")
+    conn.putheader("Content-Length", str(limit + 1))
+    conn.endheaders()  # not a byte of the body is sent: the answer must come anyway
+    response = conn.getresponse()
+    assert response.status == 413
+    assert json.loads(response.read())["code"] == "MEDIA_TOO_LARGE"
+    conn.close()
+
+
+@pytest.mark.slow
+def test_200_mib_round_trip(live, alice_token):
+    data = os.urandom(200 << 20)
+    response, body = _request(live, "POST", "/_matrix/media/v3/upload?filename=big.bin", alice_token, body=data)
+    assert response.status == 200, body
+    mxc = json.loads(body)["content_uri"].removeprefix("mxc://")
+    response, body = _request(live, "GET", f"/_matrix/client/v1/media/download/{mxc}", alice_token)
+    assert response.status == 200
+    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+    assert response.getheader("Content-Length") == str(200 << 20)
+    response, body = _request(live, "GET", f"/_matrix/client/v1/media/download/{mxc}", alice_token,
+                              headers={"Range": f"bytes={100 << 20}-{(100 << 20) + 9}"})
+    assert response.status == 206 and body == data[100 << 20 : (100 << 20) + 10]
+    assert _tmp_files() == []
+
+
+def test_twenty_identical_concurrent_uploads_make_one_blob(live, alice_token):
+    data = os.urandom(2 << 20)
+    barrier = threading.Barrier(20)
+
+    def one(_):
+        barrier.wait()
+        return _request(live, "POST", "/_matrix/media/v3/upload", alice_token, body=data)
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(one, range(20)))
+    assert [r.status for r, _ in results] == [200] * 20, [b[:200] for _, b in results]
+    uris = {json.loads(b)["content_uri"] for _, b in results}
+    assert len(uris) == 20
+    assert Blob.objects.count() == 1
+    assert Media.objects.count() == 20
+    assert set(Media.objects.values_list("blob_id", flat=True)) == {Blob.objects.get().pk}
+    assert MediaEvent.objects.filter(event_type="media.uploaded").count() == 20
+    assert MediaEvent.objects.filter(event_type="media.deduplicated").count() == 19
+    assert _tmp_files() == []
+    stored = list((Path(settings.MEDIASITE["DATA_DIR"]) / "media").rglob(Blob.objects.get().sha256 + "*"))
+    assert len(stored) == 1
+
+
+def test_access_token_and_filename_never_reach_the_log(live, alice_token):
+    secret_name = "top-secret-plans.pdf"
+    response, body = _request(live, "POST", f"/_matrix/media/v3/upload?filename={secret_name}&access_token={alice_token}",
+                              None, body=b"secret")
+    assert response.status == 200, body
+    mxc = json.loads(body)["content_uri"].removeprefix("mxc://")
+    response, _ = _request(live, "GET", f"/_matrix/client/v1/media/download/{mxc}?access_token={alice_token}", None)
+    assert response.status == 200
+    _request(live, "GET", "/_matrix/client/v1/media/config?access_token=mst_wrongtoken", None)
+    time.sleep(0.5)
+    log = live.log()
+    assert "/_matrix/client/v1/media/download/" in log  # the requests were logged...
+    assert alice_token not in log and "mst_wrongtoken" not in log  # ...without their secrets
+    assert secret_name not in log
+
+
+def test_access_times_are_flushed_by_the_server(live, alice_token):
+    response, body = _request(live, "POST", "/_matrix/media/v3/upload", alice_token, body=b"touch")
+    mxc = json.loads(body)["content_uri"].removeprefix("mxc://")
+    for _ in range(3):
+        _request(live, "GET", f"/_matrix/client/v1/media/download/{mxc}", alice_token)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if MediaEvent.objects.filter(event_type="media.retrieved").count() == 3:
+            break
+        time.sleep(0.1)
+    assert MediaEvent.objects.filter(event_type="media.retrieved").count() == 3
+    assert Media.objects.get(media_id=mxc.split("/")[1]).last_access_ts is not None
+
+
+def test_head_and_range_over_the_wire(live, alice_token):
+    data = bytes(range(256)) * 100
+    response, body = _request(live, "POST", "/_matrix/media/v3/upload", alice_token, body=data)
+    mxc = json.loads(body)["content_uri"].removeprefix("mxc://")
+    path = f"/_matrix/client/v1/media/download/{mxc}"
+    response, body = _request(live, "HEAD", path, alice_token)
+    assert response.status == 200 and body == b"" and response.getheader("Content-Length") == str(len(data))
+    response, body = _request(live, "GET", path, alice_token, headers={"Range": "bytes=1000-1999"})
+    assert response.status == 206 and body == data[1000:2000]
+    assert response.getheader("Content-Range") == f"bytes 1000-1999/{len(data)}"

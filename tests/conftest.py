@@ -1,0 +1,185 @@
+"""Shared fixtures: users and tokens, an authenticated test client, a real gunicorn server.
+
+The suite runs on whatever DATABASE_URL / REDIS_URL point at (PostgreSQL and Redis in CI) and
+on the embedded SQLite default without them.
+"""
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from PIL import Image
+
+from media_app.services.access import access_batch
+from media_app.services.tokens import token_create, user_get_or_create
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI") == "true"
+
+
+def require_service(name: str, available: bool, reason: str = "") -> None:
+    """Skip a test whose service is absent on a developer's machine; fail it in CI."""
+    if available:
+        return
+    message = f"{name} is not available{': ' + reason if reason else ''}"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _empty_access_batch():
+    """Each test starts and ends with no accesses waiting to be written."""
+    access_batch.discard()
+    yield
+    access_batch.discard()
+
+
+@pytest.fixture
+def make_user(db):
+    def make(username="alice", admin=False):
+        return user_get_or_create(username=username, admin=admin)
+
+    return make
+
+
+@pytest.fixture
+def make_token(db):
+    def make(user):
+        return token_create(user=user)[1]
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def alice_token(alice, make_token):
+    return make_token(alice)
+
+
+@pytest.fixture
+def client_for(client, make_token):
+    """A Django test client sending `Authorization: Bearer` for the given user."""
+    from django.test import Client
+
+    def make(user):
+        return Client(HTTP_AUTHORIZATION=f"Bearer {make_token(user)}")
+
+    return make
+
+
+@pytest.fixture
+def alice_client(client_for, alice):
+    return client_for(alice)
+
+
+def upload(client, data: bytes, *, filename=None, content_type="application/octet-stream") -> str:
+    """Upload through the Matrix API; returns 'server/media_id'."""
+    url = "/_matrix/media/v3/upload" + (f"?filename={filename}" if filename else "")
+    response = client.post(url, data=data, content_type=content_type)
+    assert response.status_code == 200, response.content
+    return response.json()["content_uri"].removeprefix("mxc://")
+
+
+def download_url(mxc_path: str, file_name: str | None = None) -> str:
+    return f"/_matrix/client/v1/media/download/{mxc_path}" + (f"/{file_name}" if file_name else "")
+
+
+def body_of(response) -> bytes:
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
+def png_bytes(width=8, height=8, mode="RGB", color=(255, 0, 0)) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, (width, height), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def jpeg_bytes(width=16, height=16) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (0, 128, 255)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+# --- a real server --------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class LiveServer:
+    def __init__(self, base_url: str, process: subprocess.Popen, log_path: Path):
+        self.url, self.process, self.log_path = base_url, process, log_path
+
+    @property
+    def host_port(self):
+        host, port = self.url.removeprefix("http://").split(":")
+        return host, int(port)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def live_server_proc(django_db_setup, django_db_blocker, tmp_path_factory):
+    """gunicorn with the production settings, two workers, on the test database."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("server") / "gunicorn.log"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "mediasite.settings.production",
+        "DATABASE_URL": _database_url(),
+        "MEDIASITE_DATA_DIR": settings.MEDIASITE["DATA_DIR"],
+        "MEDIASITE_SERVER_NAME": settings.MEDIASITE["SERVER_NAME"],
+        "MEDIASITE_MAX_UPLOAD_SIZE": str(settings.MEDIASITE["MAX_UPLOAD_SIZE_BYTES"]),
+        "MEDIASITE_ACCESS_FLUSH_SECONDS": "0.2",
+        "MEDIASITE_WORKERS": "2",
+        "PORT": str(port),
+    }
+    log = open(log_path, "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "mediasite/gunicorn_conf.py", "mediasite.wsgi:application"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(base + "/_matrix/client/v1/media/config", timeout=1)
+        except urllib.error.HTTPError:
+            break  # 401: it answers
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("gunicorn did not start:\n" + log_path.read_text())
+            time.sleep(0.1)
+    yield LiveServer(base, process, log_path)
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture
+def live(live_server_proc, transactional_db):
+    """The running server, with this test's rows committed so the server sees them."""
+    return live_server_proc
