@@ -13,6 +13,7 @@ DEFAULTS = {
     "MAX_IMAGE_PIXELS": 32_000_000,
     "LEGACY_MEDIA": False,
     "STORAGE": "fs",
+    "THUMBNAIL_STORAGE": "fs",
     # How often the in-memory access batch (last_access_ts + media.retrieved rows) is written.
     "ACCESS_FLUSH_SECONDS": 10.0,
     "ACCESS_FLUSH_THREAD": True,
@@ -45,7 +46,7 @@ def check_settings() -> None:
     unknown = set(getattr(settings, "MEDIASITE", {})) - set(DEFAULTS)
     if unknown:
         raise ImproperlyConfigured(f"Unknown MEDIASITE settings: {', '.join(sorted(unknown))}")
-    if media_settings.STORAGE not in settings.STORAGES:
-        raise ImproperlyConfigured(
-            f"MEDIASITE_STORAGE={media_settings.STORAGE!r} names no configured storage backend"
-        )
+    for name in ("STORAGE", "THUMBNAIL_STORAGE"):
+        alias = getattr(media_settings, name)
+        if alias not in settings.STORAGES:
+            raise ImproperlyConfigured(f"MEDIASITE_{name}={alias!r} names no configured storage backend")

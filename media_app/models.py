@@ -119,3 +119,36 @@ class MediaEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValueError("Media events are append-only")
+
+
+class ThumbnailMethod(models.TextChoices):
+    CROP = "crop"
+    SCALE = "scale"
+
+
+class Thumbnail(models.Model):
+    """A cached rendition of a source Blob. Keyed by content, not by media ID, so every Media
+    sharing deduplicated bytes shares its thumbnails. The rendered bytes are a Blob of their own
+    (content-addressed, stored on the thumbnail backend, verified and migrated like originals)."""
+
+    source = models.ForeignKey(Blob, on_delete=models.CASCADE, related_name="thumbnails")
+    width = models.PositiveIntegerField(help_text="Requested box width (the cache key)")
+    height = models.PositiveIntegerField(help_text="Requested box height (the cache key)")
+    method = models.CharField(max_length=8, choices=ThumbnailMethod.choices)
+    media_type = models.CharField(max_length=64)
+    animated = models.BooleanField(default=False)
+    blob = models.ForeignKey(Blob, on_delete=models.PROTECT, related_name="renditions")
+    rendered_width = models.PositiveIntegerField()
+    rendered_height = models.PositiveIntegerField()
+    created_ts = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "width", "height", "method", "media_type", "animated"],
+                name="thumbnail_unique_rendition",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.width}x{self.height} {self.method} of {self.source_id}"

@@ -24,8 +24,8 @@ def blob_key(sha256: str) -> str:
     return f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
 
 
-def backend_for_new_blobs() -> str:
-    return media_settings.STORAGE
+def backend_for_new_blobs(*, thumbnail: bool = False) -> str:
+    return media_settings.THUMBNAIL_STORAGE if thumbnail else media_settings.STORAGE
 
 
 def temp_dir() -> Path:
@@ -94,7 +94,45 @@ def _put_local(storage: FileSystemStorage, key: str, src_path: str) -> None:
     _fsync_dir(directory)
 
 
-def open_blob(alias: str, key: str):
+class _Window:
+    """A read-limited view of an open file: the test client and non-sendfile servers read
+    exactly the range; gunicorn's sendfile uses fileno() from the current offset and the
+    Content-Length."""
+
+    def __init__(self, fh, start: int, length: int):
+        if start:
+            fh.seek(start)
+        self._fh, self._left = fh, length
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        size = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._fh.read(size)
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __getattr__(self, name):
+        if name == "fileno":  # present only when the backend gives a real file
+            return self._fh.fileno
+        raise AttributeError(name)
+
+
+def open_range(alias: str, key: str, start: int, length: int):
+    """A readable stream of `length` bytes from `start` of the stored file."""
+    try:
+        return _Window(storages[alias].open(key, "rb"), start, length)
+    except FileNotFoundError as exc:
+        raise BlobMissing() from exc
+    except OSError as exc:
+        raise _translate_os_error(exc) from exc
+
+
+def open_file(alias: str, key: str):
+    """The whole stored file, for reading from the start (hashing, thumbnailing)."""
     try:
         return storages[alias].open(key, "rb")
     except FileNotFoundError as exc:

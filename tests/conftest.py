@@ -183,3 +183,9 @@ def live_server_proc(django_db_setup, django_db_blocker, tmp_path_factory):
 def live(live_server_proc, transactional_db):
     """The running server, with this test's rows committed so the server sees them."""
     return live_server_proc
+
+
+def pytest_report_header(config):
+    db = settings.DATABASES["default"]
+    return [f"mediasite: database {db['ENGINE'].rsplit('.', 1)[-1]} {db['NAME']}, "
+            f"redis {'on' if os.environ.get('REDIS_URL') else 'off'}, CI={IN_CI}"]

@@ -10,8 +10,8 @@ if _db["ENGINE"].endswith("sqlite3"):
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
     }
-else:
-    _db.setdefault("CONN_MAX_AGE", 60)
-    _db["CONN_HEALTH_CHECKS"] = True
+# Persistent connections: opening one per request costs more than the request's queries.
+_db.setdefault("CONN_MAX_AGE", 60)
+_db["CONN_HEALTH_CHECKS"] = True
 
 DATABASES = {"default": _db}
