@@ -1,0 +1,4 @@
+"""Celery tasks, thin: each loads its rows by ID, tolerates them being gone, calls one service.
+
+One module per area; importing them here is what `autodiscover_tasks()` finds.
+"""
