@@ -1,22 +1,15 @@
-"""Uploads: stream to a temp file while hashing, validate, deduplicate, store, record.
-
-Order of durability (DESIGN §2): the bytes are fsync'd and renamed into place before the rows
-that point at them commit, so a crash leaves at worst an orphan file for the garbage collector,
-never a row without a file.
-"""
-import hashlib
-import os
-from dataclasses import dataclass
+"""Uploads: receive the body, validate it from its bytes, store it once, record the media."""
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from .. import errors, events, storage
+from .. import errors, events
 from ..conf import media_settings
 from ..models import Blob, Media, MediaOrigin, MediaStatus
 from ..state import Actor, create, transition
 from . import identifiers, sniffing
+from .blobs import BlobQuarantined, Received, blob_store_and_record, receive_body
 
 
 class MediaContentBlocked(errors.MediasiteError):
@@ -28,123 +21,47 @@ class TooManyPendingUploads(errors.RateLimited):
     message = "Too many media IDs reserved and not yet uploaded"
 
 
-@dataclass
-class Received:
-    path: str
-    sha256: str
-    size: int
-
-    def discard(self) -> None:
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-
-
-def receive_body(*, stream, declared_length: int | None) -> Received:
-    """Copy a request body to a temp file, hashing as it goes; memory stays at one chunk.
-
-    A declared Content-Length over the limit is refused before a byte is read; a body without
-    one (chunked) is cut off as soon as it passes the limit.
-    """
-    limit = media_settings.MAX_UPLOAD_SIZE_BYTES
-    if declared_length is not None and declared_length > limit:
-        raise errors.MediaTooLarge()
-    chunk_size = media_settings.UPLOAD_CHUNK_BYTES
-    digest = hashlib.sha256()
-    size = 0
-    tmp = storage.new_temp_file()
-    try:
-        remaining = declared_length
-        while remaining is None or remaining > 0:
-            want = chunk_size if remaining is None else min(chunk_size, remaining)
-            try:
-                data = stream.read(want)
-            except Exception as exc:  # the client went away mid-body (server-specific errors)
-                raise errors.UploadIncomplete() from exc
-            if not data:
-                break
-            size += len(data)
-            if size > limit:
-                raise errors.MediaTooLarge()
-            digest.update(data)
-            tmp.write(data)
-            if remaining is not None:
-                remaining -= len(data)
-        if declared_length is not None and size < declared_length:
-            raise errors.UploadIncomplete()
-        tmp.flush()
-        os.fsync(tmp.fileno())
-        tmp.close()
-    except BaseException:
-        tmp.close()
-        os.unlink(tmp.name)
-        raise
-    return Received(path=tmp.name, sha256=digest.hexdigest(), size=size)
-
-
 def _validate(received: Received) -> str:
     media_type = sniffing.detect_media_type(received.path)
     sniffing.check_pixels(received.path, media_type, max_pixels=media_settings.MAX_IMAGE_PIXELS)
     return media_type
 
 
-def _store_and_record(*, received: Received, media_type: str, record) -> Media:
-    """Find or create the Blob for these bytes and call `record(blob)` in the same transaction.
+def _record_upload_events(media: Media, blob: Blob, created: bool) -> None:
+    earlier = None if created else blob.media.exclude(pk=media.pk).order_by("created_ts", "pk").first()
+    if earlier is not None:
+        events.emit(
+            events.DEDUPLICATED,
+            {"media_id": media.media_id, "existing_media_id": earlier.media_id},
+            server_name=media.server_name,
+            actor=media.uploader,
+        )
+    events.emit(
+        events.UPLOADED,
+        {
+            "media_id": media.media_id,
+            "server_name": media.server_name,
+            "uploader_id": media.uploader.username if media.uploader else None,
+            "media_type": media.media_type,
+            "media_length": media.media_length,
+        },
+        server_name=media.server_name,
+        actor=media.uploader,
+    )
 
-    Deduplication is race-free: the Blob row is locked (so a garbage collector cannot delete it
-    under us) or created under the UNIQUE sha256 constraint; a racer that loses the insert
-    retries and reuses the winner's row. The file is written before the Blob row commits; a lost
-    race leaves the same bytes at the same key, so nothing needs undoing.
-    """
-    stored_in = None
-    for _attempt in range(5):
-        existing = Blob.objects.filter(sha256=received.sha256).only("pk", "quarantined").first()
-        if existing and existing.quarantined:
-            raise MediaContentBlocked()
-        if existing is None and stored_in is None:
-            stored_in = storage.backend_for_new_blobs()
-            storage.put_file(stored_in, storage.blob_key(received.sha256), received.path)
-        try:
-            with transaction.atomic():
-                if existing is not None:
-                    blob = Blob.objects.select_for_update().filter(pk=existing.pk).first()
-                    if blob is None:  # collected between the two reads: store afresh
-                        continue
-                    created = False
-                else:
-                    blob = Blob.objects.create(
-                        sha256=received.sha256,
-                        size=received.size,
-                        storage=stored_in,
-                        key=storage.blob_key(received.sha256),
-                    )
-                    created = True
-                earlier = None if created else blob.media.order_by("created_ts", "pk").first()
-                media = record(blob)
-                if earlier is not None and earlier.pk != media.pk:
-                    events.emit(
-                        events.DEDUPLICATED,
-                        {"media_id": media.media_id, "existing_media_id": earlier.media_id},
-                        server_name=media.server_name,
-                        actor=media.uploader,
-                    )
-                events.emit(
-                    events.UPLOADED,
-                    {
-                        "media_id": media.media_id,
-                        "server_name": media.server_name,
-                        "uploader_id": media.uploader.username if media.uploader else None,
-                        "media_type": media.media_type,
-                        "media_length": media.media_length,
-                    },
-                    server_name=media.server_name,
-                    actor=media.uploader,
-                )
-                return media
-        except IntegrityError:
-            continue  # another upload of the same bytes created the Blob first
-    raise errors.StorageUnavailable("Could not record the upload; please retry")
+
+def _store_and_record(*, received: Received, record) -> Media:
+    """Store the bytes (deduplicated) and create or fill the Media row with `record(blob)`."""
+
+    def record_with_events(blob: Blob, created: bool) -> Media:
+        media = record(blob)
+        _record_upload_events(media, blob, created)
+        return media
+
+    try:
+        return blob_store_and_record(received=received, record=record_with_events)
+    except BlobQuarantined as exc:
+        raise MediaContentBlocked() from exc
 
 
 def media_upload(*, uploader, stream, declared_length: int | None, upload_name: str | None) -> Media:
@@ -167,7 +84,7 @@ def media_upload(*, uploader, stream, declared_length: int | None, upload_name: 
                 origin=MediaOrigin.LOCAL,
             )
 
-        return _store_and_record(received=received, media_type=media_type, record=record)
+        return _store_and_record(received=received, record=record)
     finally:
         received.discard()
 
@@ -239,6 +156,6 @@ def media_upload_pending(
             except errors.MediaInvalidState as exc:  # a concurrent PUT filled it first
                 raise errors.MediaCannotOverwrite() from exc
 
-        return _store_and_record(received=received, media_type=media_type, record=record)
+        return _store_and_record(received=received, record=record)
     finally:
         received.discard()

@@ -1,0 +1,124 @@
+"""Content-addressed bytes: receiving a body to a temp file, and storing it once per SHA-256.
+
+Shared by uploads (originals) and thumbnails (renditions). Order of durability (DESIGN §2):
+the bytes are fsync'd and renamed into place before the rows that point at them commit, so a
+crash leaves at worst an orphan file for the garbage collector, never a row without a file.
+"""
+import hashlib
+import os
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+
+from .. import errors, storage
+from ..conf import media_settings
+from ..models import Blob
+
+
+class BlobQuarantined(Exception):
+    """The bytes match quarantined content (hash-level quarantine)."""
+
+
+@dataclass
+class Received:
+    path: str
+    sha256: str
+    size: int
+
+    def discard(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def receive_body(*, stream, declared_length: int | None) -> Received:
+    """Copy a request body to a temp file, hashing as it goes; memory stays at one chunk.
+
+    A declared Content-Length over the limit is refused before a byte is read; a body without
+    one (chunked) is cut off as soon as it passes the limit.
+    """
+    limit = media_settings.MAX_UPLOAD_SIZE_BYTES
+    if declared_length is not None and declared_length > limit:
+        raise errors.MediaTooLarge()
+    chunk_size = media_settings.UPLOAD_CHUNK_BYTES
+    digest = hashlib.sha256()
+    size = 0
+    tmp = storage.new_temp_file()
+    try:
+        remaining = declared_length
+        while remaining is None or remaining > 0:
+            want = chunk_size if remaining is None else min(chunk_size, remaining)
+            try:
+                data = stream.read(want)
+            except Exception as exc:  # the client went away mid-body (server-specific errors)
+                raise errors.UploadIncomplete() from exc
+            if not data:
+                break
+            size += len(data)
+            if size > limit:
+                raise errors.MediaTooLarge()
+            digest.update(data)
+            tmp.write(data)
+            if remaining is not None:
+                remaining -= len(data)
+        if declared_length is not None and size < declared_length:
+            raise errors.UploadIncomplete()
+        tmp.flush()
+        os.fsync(tmp.fileno())
+        tmp.close()
+    except BaseException:
+        tmp.close()
+        os.unlink(tmp.name)
+        raise
+    return Received(path=tmp.name, sha256=digest.hexdigest(), size=size)
+
+
+def received_from_bytes(data: bytes) -> Received:
+    """A Received for bytes produced in this process (a rendered thumbnail)."""
+    tmp = storage.new_temp_file()
+    try:
+        tmp.write(data)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    finally:
+        tmp.close()
+    return Received(path=tmp.name, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+
+
+def blob_store_and_record(*, received: Received, record, thumbnail: bool = False):
+    """Find or create the Blob for these bytes and return `record(blob, created)`, called in
+    the same transaction.
+
+    Deduplication is race-free: the Blob row is locked (so a garbage collector cannot delete it
+    under us) or created under the UNIQUE sha256 constraint; a racer that loses the insert
+    retries and reuses the winner's row. The file is written before the Blob row commits; a lost
+    race leaves the same bytes at the same key, so nothing needs undoing.
+    """
+    stored_in = None
+    for _attempt in range(5):
+        existing = Blob.objects.filter(sha256=received.sha256).only("pk", "quarantined").first()
+        if existing and existing.quarantined:
+            raise BlobQuarantined()
+        if existing is None and stored_in is None:
+            stored_in = storage.backend_for_new_blobs(thumbnail=thumbnail)
+            storage.put_file(stored_in, storage.blob_key(received.sha256), received.path)
+        try:
+            with transaction.atomic():
+                if existing is not None:
+                    blob = Blob.objects.select_for_update().filter(pk=existing.pk).first()
+                    if blob is None:  # collected between the two reads: store afresh
+                        continue
+                    created = False
+                else:
+                    blob = Blob.objects.create(
+                        sha256=received.sha256,
+                        size=received.size,
+                        storage=stored_in,
+                        key=storage.blob_key(received.sha256),
+                    )
+                    created = True
+                return record(blob, created)
+        except IntegrityError:
+            continue  # another writer of the same bytes created the Blob first
+    raise errors.StorageUnavailable("Could not record the stored bytes; please retry")
