@@ -6,10 +6,13 @@ from .models import AccessToken, Blob, Media, MediaEvent
 
 @admin.register(Blob)
 class BlobAdmin(admin.ModelAdmin):
-    list_display = ["sha256", "size", "storage", "quarantined", "created_ts"]
-    list_filter = ["storage", "quarantined"]
+    # integrity/verified_ts are written by verify_media and the scrub task: moderators filter
+    # on "missing"/"corrupt" to find damaged media.
+    list_display = ["sha256", "size", "storage", "integrity", "verified_ts", "quarantined", "created_ts"]
+    list_filter = ["storage", "integrity", "quarantined", "gc_pending"]
     search_fields = ["sha256"]
-    readonly_fields = ["sha256", "size", "storage", "key", "created_ts", "quarantined"]
+    readonly_fields = ["sha256", "size", "storage", "key", "created_ts", "quarantined", "integrity",
+                       "verified_ts", "gc_pending", "previous_storage"]
 
 
 @admin.register(Media)

@@ -28,7 +28,26 @@ DEFAULTS = {
     "BLOCKED_SERVERS": [],
     "REMOTE_MEDIA_LIFETIME_DAYS": 90,
     "UPLOAD_CHUNK_BYTES": 1 << 20,
+    # Thumbnails: (width, height, method) sizes offered; DYNAMIC renders the exact size asked,
+    # capped at the largest of MAX_DYNAMIC_THUMBNAIL_SIZE in either dimension.
+    "THUMBNAIL_SIZES": [(32, 32, "crop"), (96, 96, "crop"), (320, 240, "scale"), (640, 480, "scale"), (800, 600, "scale")],
+    "DYNAMIC_THUMBNAILS": False,
+    "MAX_DYNAMIC_THUMBNAIL_SIZE": 1600,
+    "THUMBNAIL_PREGENERATE": True,
+    # width x height x frames budget for animated thumbnails.
+    "MAX_THUMBNAIL_FRAME_PIXELS": 400_000_000,
     "MAX_UPLOAD_NAME_CHARS": 255,
+    # Storage (issue 3). Redirects to presigned URLs are off unless the operator turns them on;
+    # a URL is signed at the start of its time bucket and stays valid MIN_VALIDITY past its end.
+    "REDIRECT_DOWNLOADS": False,
+    "REDIRECT_URL_BUCKET_SECONDS": 3600,
+    "REDIRECT_URL_MIN_VALIDITY_SECONDS": 3600,
+    # Unreferenced blobs and stray files younger than this are left alone by the collector.
+    "GC_GRACE_SECONDS": 24 * 3600,
+    "GC_INTERVAL_SECONDS": 6 * 3600,
+    # The scheduled scrub re-hashes this many blobs per run, least recently verified first.
+    "SCRUB_SAMPLE_BLOBS": 1000,
+    "SCRUB_INTERVAL_SECONDS": 3600,
 }
 
 

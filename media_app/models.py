@@ -6,6 +6,13 @@ from django.utils import timezone
 from .crypto import EncryptedTextField
 
 
+class BlobIntegrity(models.TextChoices):
+    UNCHECKED = "unchecked"
+    OK = "ok"
+    MISSING = "missing"
+    CORRUPT = "corrupt"
+
+
 class Blob(models.Model):
     """One row per distinct content. No two rows share a sha256: that is deduplication."""
 
@@ -16,6 +23,15 @@ class Blob(models.Model):
     created_ts = models.DateTimeField(default=timezone.now)
     # Hash-level quarantine: every Media sharing these bytes, and future uploads of them.
     quarantined = models.BooleanField(default=False)
+    # Set (committed) by the garbage collector before it removes the file, so a crash between
+    # removing the file and the row leaves a row every writer knows to re-store, not to trust.
+    gc_pending = models.BooleanField(default=False, help_text="Unreferenced; being garbage-collected")
+    # Set with the switch of `storage` by migrate_storage, cleared once the old copy is deleted:
+    # a migration killed in between finds the copies it still has to remove.
+    previous_storage = models.CharField(max_length=32, blank=True, default="")
+    integrity = models.CharField(max_length=16, choices=BlobIntegrity.choices, default=BlobIntegrity.UNCHECKED,
+                                 help_text="Result of the last re-hash by verify_media or the scrub task")
+    verified_ts = models.DateTimeField(null=True, blank=True, help_text="When the bytes were last re-hashed")
 
     def __str__(self):
         return f"{self.sha256[:12]}… ({self.size} B on {self.storage})"

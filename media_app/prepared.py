@@ -11,27 +11,41 @@ import threading
 from django.db import DEFAULT_DB_ALIAS, connections
 
 
-class _Param:
-    """A placeholder value that the compiled SQL must carry through unchanged."""
-
-    def __init__(self, index: int):
-        self.index = index
+def _kind(value) -> type:
+    # Drivers may wrap parameters (psycopg binds an int as Int4): compare by kind, not class.
+    for kind in (bool, int, str, bytes):
+        if isinstance(value, kind):
+            return kind
+    return type(value)
 
 
 class PreparedQuery:
-    def __init__(self, build):
-        """`build(*placeholders)` returns a values_list() queryset filtered by exact lookups."""
+    def __init__(self, build, placeholders: tuple | None = None):
+        """`build(*placeholders)` returns a values_list() queryset filtered by exact lookups.
+
+        `placeholders` are sample values, distinct by type and value, that the compiled SQL
+        carries through unchanged (so each parameter's position can be found); they default to
+        unique strings, which suits text columns only.
+        """
         self._build = build
+        self._placeholders = placeholders
         self._local = threading.local()
 
     def _compile(self, arity: int):
-        placeholders = [f"\x00prepared-param-{i}\x00" for i in range(arity)]
+        placeholders = self._placeholders or tuple(f"\x00prepared-param-{i}\x00" for i in range(arity))
+        keyed = [(_kind(p), p) for p in placeholders]
+        if len(set(keyed)) != len(keyed) or len(keyed) != arity:
+            raise ValueError("PreparedQuery placeholders must be distinct, one per parameter")
         queryset = self._build(*placeholders)
         compiler = queryset.query.get_compiler(DEFAULT_DB_ALIAS)
         sql, params = compiler.as_sql()
-        positions = [placeholders.index(p) if p in placeholders else _Param(-1) for p in params]
-        if any(isinstance(p, _Param) for p in positions):
-            raise ValueError("PreparedQuery supports only exact lookups on the placeholders")
+        try:
+            positions = [keyed.index((_kind(p), p)) for p in params]
+        except ValueError:
+            raise ValueError("PreparedQuery supports only exact lookups on the placeholders") from None
+        if sorted(set(positions)) != list(range(arity)):
+            # Django inlines some values (booleans, for one) instead of binding them.
+            raise ValueError("A PreparedQuery placeholder was not bound as a parameter")
         fields = [s[0] for s in compiler.select[: compiler.col_count]]
         converters = compiler.get_converters(fields)
         return sql, positions, compiler, converters
@@ -48,4 +62,4 @@ class PreparedQuery:
             row = cursor.fetchone()
         if row is not None and converters:
             row = next(iter(compiler.apply_converters([row], converters)))
-        return row
+        return None if row is None else tuple(row)

@@ -17,7 +17,7 @@ timeout = 120
 graceful_timeout = 30
 accesslog = "-"
 # %(U)s is the path only: the query string may carry access_token or a file name (DESIGN §8).
-access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms pid=%(p)s'
 forwarded_allow_ips = os.environ.get("MEDIASITE_FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 

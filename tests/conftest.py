@@ -141,11 +141,10 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
 
-@pytest.fixture(scope="session")
-def live_server_proc(django_db_setup, django_db_blocker, tmp_path_factory):
+def start_server(log_dir: Path, *extra_args: str, **extra_env: str) -> LiveServer:
     """gunicorn with the production settings, two workers, on the test database."""
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "gunicorn.log"
+    log_path = log_dir / "gunicorn.log"
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "mediasite.settings.production",
@@ -155,13 +154,16 @@ def live_server_proc(django_db_setup, django_db_blocker, tmp_path_factory):
         "MEDIASITE_MAX_UPLOAD_SIZE": str(settings.MEDIASITE["MAX_UPLOAD_SIZE_BYTES"]),
         "MEDIASITE_ACCESS_FLUSH_SECONDS": "0.2",
         "MEDIASITE_WORKERS": "2",
+        "MEDIASITE_THUMBNAIL_PREGENERATE": "false",
         "PORT": str(port),
+        **extra_env,
     }
     log = open(log_path, "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "mediasite/gunicorn_conf.py", "mediasite.wsgi:application"],
+        [sys.executable, "-m", "gunicorn", "-c", "mediasite/gunicorn_conf.py", *extra_args, "mediasite.wsgi:application"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
+    log.close()
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -171,12 +173,25 @@ def live_server_proc(django_db_setup, django_db_blocker, tmp_path_factory):
             break  # 401: it answers
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
                 raise RuntimeError("gunicorn did not start:\n" + log_path.read_text())
             time.sleep(0.1)
-    yield LiveServer(base, process, log_path)
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    return LiveServer(base, process, log_path)
+
+
+def stop_server(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="session")
+def live_server_proc(django_db_setup, django_db_blocker, tmp_path_factory):
+    server = start_server(tmp_path_factory.mktemp("server"))
+    yield server
+    stop_server(server)
 
 
 @pytest.fixture

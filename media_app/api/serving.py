@@ -6,7 +6,8 @@ from urllib.parse import quote
 from django.http import FileResponse, HttpResponse
 
 from .. import storage
-from ..models import Media
+from ..conf import media_settings
+from ..models import Blob, Media
 
 # The Matrix spec's list of types that may be shown inline; everything else is an attachment.
 INLINE_TYPES = frozenset(
@@ -76,17 +77,33 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
-def serve_media(request, media: Media, *, filename: str | None = None) -> HttpResponse:
+def serve_media(request, media: Media, *, filename: str | None = None, allow_redirect: bool = False) -> HttpResponse:
     blob = media.blob
     return serve_stored(
         request, alias=blob.storage, key=blob.key, size=blob.size, sha256=blob.sha256,
         media_type=media.media_type, filename=filename or media.upload_name,
+        # Quarantined media never gets this far (download.media_get_servable refuses it), and
+        # the check is repeated here because a presigned URL outlives any later quarantine.
+        allow_redirect=allow_redirect and not media.is_quarantined,
+    )
+
+
+def serve_thumbnail(request, thumb) -> HttpResponse:
+    blob = thumb.blob
+    extension = thumb.media_type.rsplit("/", 1)[-1]
+    return serve_stored(
+        request, alias=blob.storage, key=blob.key, size=blob.size, sha256=blob.sha256,
+        media_type=thumb.media_type, filename=f"thumbnail.{extension}",
     )
 
 
 def serve_stored(request, *, alias: str, key: str, size: int, sha256: str, media_type: str,
-                 filename: str | None) -> HttpResponse:
-    """Serve stored bytes (an original or a thumbnail) with every header of DESIGN §4."""
+                 filename: str | None, allow_redirect: bool = False) -> HttpResponse:
+    """Serve stored bytes (an original or a thumbnail) with every header of DESIGN §4.
+
+    With `allow_redirect` (the client's spec parameter) and the operator's REDIRECT_DOWNLOADS,
+    bytes on a backend that can presign are answered with a 307 to the backend instead.
+    """
     etag = f'"{sha256}"'
     headers = {
         "Content-Type": media_type,
@@ -103,6 +120,16 @@ def serve_stored(request, *, alias: str, key: str, size: int, sha256: str, media
     if_none_match = request.META.get("HTTP_IF_NONE_MATCH")
     if if_none_match and _etag_matches(if_none_match, etag):
         return _with_headers(HttpResponse(status=304), headers, drop=("Content-Type",))
+
+    if allow_redirect and media_settings.REDIRECT_DOWNLOADS and storage.can_presign(alias):
+        url, max_age = storage.download_redirect(
+            alias, key, media_type=media_type, disposition=headers["Content-Disposition"]
+        )
+        response = HttpResponse(status=307)
+        response["Location"] = url
+        # Cached no longer than the URL stays the same, so a cached redirect never expires early.
+        headers["Cache-Control"] = f"private, max-age={max_age}"
+        return _with_headers(response, headers, drop=("Content-Type", "Content-Disposition", "ETag", "Accept-Ranges"))
 
     range_header = request.META.get("HTTP_RANGE")
     if_range = request.META.get("HTTP_IF_RANGE")
@@ -123,7 +150,15 @@ def serve_stored(request, *, alias: str, key: str, size: int, sha256: str, media
 
     if request.method == "HEAD":
         return _with_headers(HttpResponse(status=status), headers)
-    stream = storage.open_range(alias, key, start, length)
+    try:
+        stream = storage.open_range(alias, key, start, length)
+    except storage.BlobMissing:
+        # migrate_storage may have moved the bytes, and deleted this copy, since the row was
+        # read: look where the content is now before calling it missing.
+        moved = Blob.objects.filter(sha256=sha256).values_list("storage", "key").first()
+        if moved is None or moved == (alias, key):
+            raise
+        stream = storage.open_range(moved[0], moved[1], start, length)
     response = FileResponse(stream, status=status, content_type=media_type)
     response.block_size = BLOCK_SIZE
     return _with_headers(response, headers)

@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 
 from .. import errors, storage
 from ..conf import media_settings
-from ..models import Blob
+from ..models import Blob, BlobIntegrity
 
 
 class BlobQuarantined(Exception):
@@ -94,7 +94,15 @@ def blob_store_and_record(*, received: Received, record, thumbnail: bool = False
     under us) or created under the UNIQUE sha256 constraint; a racer that loses the insert
     retries and reuses the winner's row. The file is written before the Blob row commits; a lost
     race leaves the same bytes at the same key, so nothing needs undoing.
+
+    The collector (services.gc) deletes files only under the lock of a row for the same
+    content. So: a row found locked but doomed (or flagged missing/corrupt by the scrub) gets
+    our bytes stored again before reuse; a row that vanished means its file may be gone too, so
+    we store afresh; and after inserting a new row we check our file is still there, because a
+    collector may have removed that key just before our row existed. The temp file is kept
+    (`keep_source`) until the caller discards it, so the bytes can be stored again.
     """
+    key = storage.blob_key(received.sha256)
     stored_in = None
     for _attempt in range(5):
         existing = Blob.objects.filter(sha256=received.sha256).only("pk", "quarantined").first()
@@ -102,21 +110,28 @@ def blob_store_and_record(*, received: Received, record, thumbnail: bool = False
             raise BlobQuarantined()
         if existing is None and stored_in is None:
             stored_in = storage.backend_for_new_blobs(thumbnail=thumbnail)
-            storage.put_file(stored_in, storage.blob_key(received.sha256), received.path)
+            storage.put_file(stored_in, key, received.path, keep_source=True)
         try:
             with transaction.atomic():
                 if existing is not None:
                     blob = Blob.objects.select_for_update().filter(pk=existing.pk).first()
                     if blob is None:  # collected between the two reads: store afresh
+                        stored_in = None
                         continue
+                    if blob.gc_pending or blob.integrity in (BlobIntegrity.MISSING, BlobIntegrity.CORRUPT):
+                        storage.put_file(blob.storage, blob.key, received.path, keep_source=True)
+                        Blob.objects.filter(pk=blob.pk).update(gc_pending=False, integrity=BlobIntegrity.UNCHECKED)
+                        blob.gc_pending, blob.integrity = False, BlobIntegrity.UNCHECKED
                     created = False
                 else:
                     blob = Blob.objects.create(
                         sha256=received.sha256,
                         size=received.size,
                         storage=stored_in,
-                        key=storage.blob_key(received.sha256),
+                        key=key,
                     )
+                    if not storage.exists(stored_in, key):
+                        storage.put_file(stored_in, key, received.path, keep_source=True)
                     created = True
                 return record(blob, created)
         except IntegrityError:

@@ -9,6 +9,8 @@ from ..conf import media_settings
 from ..models import Blob, Media, MediaOrigin, MediaStatus
 from ..state import Actor, create, transition
 from . import identifiers, sniffing
+from ..background import enqueue_on_commit
+from .thumbnails import THUMBNAILABLE_TYPES
 from .blobs import BlobQuarantined, Received, blob_store_and_record, receive_body
 
 
@@ -56,6 +58,10 @@ def _store_and_record(*, received: Received, record) -> Media:
     def record_with_events(blob: Blob, created: bool) -> Media:
         media = record(blob)
         _record_upload_events(media, blob, created)
+        if media_settings.THUMBNAIL_PREGENERATE and media.media_type in THUMBNAILABLE_TYPES:
+            from ..tasks.thumbnails import pregenerate_thumbnails
+
+            enqueue_on_commit(pregenerate_thumbnails, media.pk)
         return media
 
     try:

@@ -20,6 +20,8 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 SECRET_KEY = "test-only-secret-key-not-for-production-use-000000000000"
 # Tests flush the access batch explicitly; a background thread would race the test transaction.
 MEDIASITE["ACCESS_FLUSH_THREAD"] = False
+# Tests that want pre-generated thumbnails turn it on; elsewhere it would race the test's rows.
+MEDIASITE["THUMBNAIL_PREGENERATE"] = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):

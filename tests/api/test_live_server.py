@@ -157,3 +157,44 @@ def test_head_and_range_over_the_wire(live, alice_token):
     response, body = _request(live, "GET", path, alice_token, headers={"Range": "bytes=1000-1999"})
     assert response.status == 206 and body == data[1000:2000]
     assert response.getheader("Content-Range") == f"bytes 1000-1999/{len(data)}"
+
+
+@pytest.fixture(scope="module")
+def sync_server(live_server_proc, tmp_path_factory):
+    """Two single-request (sync) workers: a busy worker accepts nothing, so concurrent requests
+    are certain to be spread over both processes."""
+    from tests.conftest import start_server, stop_server
+
+    server = start_server(tmp_path_factory.mktemp("sync-server"), "--worker-class", "sync")
+    yield server
+    stop_server(server)
+
+
+def test_fifty_concurrent_identical_thumbnail_requests_render_once(sync_server, transactional_db, alice_token):
+    import io
+    import re
+
+    from PIL import Image
+
+    from media_app.models import Thumbnail
+
+    buf = io.BytesIO()
+    Image.linear_gradient("L").resize((3000, 2000)).convert("RGB").save(buf, "JPEG", quality=90)
+    response, body = _request(sync_server, "POST", "/_matrix/media/v3/upload", alice_token, body=buf.getvalue())
+    assert response.status == 200, body
+    mxc = json.loads(body)["content_uri"].removeprefix("mxc://")
+    path = f"/_matrix/client/v1/media/thumbnail/{mxc}?width=320&height=240&method=scale"
+    barrier = threading.Barrier(50)
+
+    def one(_):
+        barrier.wait()
+        return _request(sync_server, "GET", path, alice_token)
+
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(one, range(50)))
+    assert [r.status for r, _ in results] == [200] * 50
+    assert len({b for _, b in results}) == 1
+    assert Thumbnail.objects.count() == 1
+    assert MediaEvent.objects.filter(event_type="media.thumbnail_generated").count() == 1
+    pids = set(re.findall(r'"GET /_matrix/client/v1/media/thumbnail/[^ ]+ [^"]+" 200 .* pid=<?(\d+)', sync_server.log()))
+    assert len(pids) >= 2, pids

@@ -12,8 +12,10 @@ urlpatterns = [
     path(f"_matrix/media/v3/upload/{_MEDIA}", views.UploadToReservationView.as_view()),
     path(f"_matrix/client/v1/media/download/{_MEDIA}", views.DownloadView.as_view()),
     path(f"_matrix/client/v1/media/download/{_MEDIA}/<path:file_name>", views.DownloadView.as_view()),
+    path(f"_matrix/client/v1/media/thumbnail/{_MEDIA}", views.ThumbnailView.as_view()),
     path("_matrix/client/v1/media/config", views.ConfigView.as_view()),
     path(f"_matrix/media/v3/download/{_MEDIA}", views.LegacyDownloadView.as_view()),
     path(f"_matrix/media/v3/download/{_MEDIA}/<path:file_name>", views.LegacyDownloadView.as_view()),
+    path(f"_matrix/media/v3/thumbnail/{_MEDIA}", views.LegacyThumbnailView.as_view()),
     path("_matrix/media/v3/config", views.LegacyConfigView.as_view()),
 ]

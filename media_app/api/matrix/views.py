@@ -6,9 +6,9 @@ from rest_framework.views import APIView
 
 from ... import errors
 from ...conf import media_settings
-from ...services import download, upload
+from ...services import download, thumbnails, upload
 from ..body import request_body
-from ..serving import serve_media
+from ..serving import serve_media, serve_thumbnail
 
 
 class MatrixView(APIView):
@@ -51,9 +51,34 @@ class DownloadView(MatrixView):
             server_name=server_name, media_id=media_id,
             timeout_ms=download.parse_timeout_ms(request.query_params.get("timeout_ms")),
         )
-        response = serve_media(request, media, filename=file_name)
+        # The spec's boolean: only an explicit "true" allows a redirect.
+        allow_redirect = request.query_params.get("allow_redirect", "").lower() == "true"
+        response = serve_media(request, media, filename=file_name, allow_redirect=allow_redirect)
         download.media_record_retrieval(media=media, downloader=request.user)
         return response
+
+
+class ThumbnailView(MatrixView):
+    def get(self, request, server_name, media_id):
+        return thumbnail_response(request, server_name, media_id)
+
+
+def thumbnail_response(request, server_name: str, media_id: str):
+    """Shared by the Matrix and native thumbnail endpoints."""
+    params = request.query_params
+    width, height, method, animated = thumbnails.parse_request(
+        params.get("width"), params.get("height"), params.get("method"), params.get("animated")
+    )
+    media = download.media_get_servable(
+        server_name=server_name, media_id=media_id,
+        timeout_ms=download.parse_timeout_ms(params.get("timeout_ms")),
+    )
+    thumb = thumbnails.thumbnail_get_or_render(
+        media=media, width=width, height=height, method=method, animated=animated
+    )
+    response = serve_thumbnail(request, thumb)
+    download.media_record_retrieval(media=media, downloader=request.user)
+    return response
 
 
 class ConfigView(MatrixView):
@@ -78,4 +103,8 @@ class LegacyDownloadView(LegacyMixin, DownloadView):
 
 
 class LegacyConfigView(LegacyMixin, ConfigView):
+    pass
+
+
+class LegacyThumbnailView(LegacyMixin, ThumbnailView):
     pass

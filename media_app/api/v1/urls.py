@@ -8,4 +8,5 @@ urlpatterns = [
     path("media", views.MediaCollectionView.as_view()),
     path(f"media/{_MEDIA}", views.MediaDetailView.as_view()),
     path(f"media/{_MEDIA}/content", views.MediaContentView.as_view()),
+    path(f"media/{_MEDIA}/thumbnail", views.MediaThumbnailView.as_view()),
 ]

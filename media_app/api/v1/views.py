@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 from ...selectors import media_list_for_user
 from ...services import download, upload
 from ..body import request_body
+from ..matrix.views import thumbnail_response
 from ..serving import serve_media
 from .serializers import MediaSerializer
 
@@ -68,3 +69,20 @@ class MediaContentView(APIView):
         return response
 
 
+
+
+class MediaThumbnailView(APIView):
+    @extend_schema(
+        summary="Media thumbnail",
+        description="Matrix thumbnail semantics: the smallest configured size at least as large as "
+        "asked, never upscaled, metadata stripped; animated WebP when animated=true.",
+        parameters=[
+            OpenApiParameter("width", int, required=True),
+            OpenApiParameter("height", int, required=True),
+            OpenApiParameter("method", str, enum=["crop", "scale"]),
+            OpenApiParameter("animated", bool),
+        ],
+        responses={(200, "image/*"): OpenApiTypes.BINARY, 400: _ERROR, 404: _ERROR},
+    )
+    def get(self, request, server_name, media_id):
+        return thumbnail_response(request, server_name, media_id)

@@ -1,0 +1,169 @@
+"""Thumbnails: chosen from the configured sizes, rendered once, cached by source content.
+
+The cache is keyed by the source Blob, so deduplicated media share thumbnails. Identical
+concurrent requests, in any process, take one named lock: the first renders, the others find
+its row when they get the lock. Rendering itself is media_app.image_ops (pure, hardened).
+"""
+import logging
+
+from django.db import IntegrityError, transaction
+
+from .. import errors, events, image_ops, locks, storage
+from ..conf import media_settings
+from ..models import Blob, Media, Thumbnail
+from ..prepared import PreparedQuery
+from .blobs import BlobQuarantined, blob_store_and_record, received_from_bytes
+
+logger = logging.getLogger(__name__)
+
+THUMBNAILABLE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+METHODS = ("crop", "scale")
+
+
+class NotThumbnailable(errors.MediasiteError):
+    code, status, errcode, message = "MEDIA_NOT_THUMBNAILABLE", 400, "M_UNKNOWN", "This media type has no thumbnails"
+
+
+class BrokenImage(errors.MediasiteError):
+    code, status, errcode, message = "MEDIA_IMAGE_BROKEN", 400, "M_UNKNOWN", "The image could not be decoded"
+
+
+def parse_request(width, height, method, animated) -> tuple[int, int, str, bool]:
+    try:
+        w, h = int(width), int(height)
+    except (TypeError, ValueError):
+        raise errors.InvalidParam("width and height must be integers") from None
+    if w < 1 or h < 1 or w > 100_000 or h > 100_000:
+        raise errors.InvalidParam("width and height must be between 1 and 100000")
+    method = method or "scale"
+    if method not in METHODS:
+        raise errors.InvalidParam("method must be crop or scale")
+    animated_text = (animated or "false").lower()
+    if animated_text not in ("true", "false"):
+        raise errors.InvalidParam("animated must be true or false")
+    return w, h, method, animated_text == "true"
+
+
+def choose_size(width: int, height: int, method: str) -> tuple[int, int, str]:
+    """The size to render for a request (Matrix spec: the smallest configured size at least as
+    large as requested, else the largest; exact sizes, capped, when dynamic thumbnails are on)."""
+    if media_settings.DYNAMIC_THUMBNAILS:
+        cap = media_settings.MAX_DYNAMIC_THUMBNAIL_SIZE
+        return min(width, cap), min(height, cap), method
+    sizes = [tuple(s) for s in media_settings.THUMBNAIL_SIZES]
+    candidates = [s for s in sizes if s[2] == method] or sizes
+    big_enough = [s for s in candidates if s[0] >= width and s[1] >= height]
+    if big_enough:
+        return min(big_enough, key=lambda s: (s[0] * s[1], s))
+    return max(candidates, key=lambda s: (s[0] * s[1], s))
+
+
+_THUMB_FIELDS = [f.attname for f in Thumbnail._meta.concrete_fields]
+_BLOB_FIELDS = [f.attname for f in Blob._meta.concrete_fields]
+
+
+def _lookup_for(animated: bool) -> PreparedQuery:
+    # Django writes boolean filters into the SQL instead of binding them: one query per value.
+    return PreparedQuery(
+        lambda source_id, width, height, method: Thumbnail.objects.filter(
+            source_id=source_id, width=width, height=height, method=method, animated=animated
+        ).values_list(*_THUMB_FIELDS, *(f"blob__{name}" for name in _BLOB_FIELDS))[:1],
+        placeholders=(1_000_001, 1_000_002, 1_000_003, "\x00method\x00"),
+    )
+
+
+# Every cached-thumbnail request makes this lookup: compiled once (see media_app.prepared).
+_cached_lookups = {True: _lookup_for(True), False: _lookup_for(False)}
+
+
+def _cached(source_id: int, width: int, height: int, method: str, animated: bool) -> Thumbnail | None:
+    row = _cached_lookups[animated].fetchone(source_id, width, height, method)
+    if row is None:
+        return None
+    thumb = Thumbnail.from_db("default", _THUMB_FIELDS, row[: len(_THUMB_FIELDS)])
+    thumb.blob = Blob.from_db("default", _BLOB_FIELDS, row[len(_THUMB_FIELDS):])
+    return thumb
+
+
+def thumbnail_get_or_render(*, media: Media, width: int, height: int, method: str, animated: bool) -> Thumbnail:
+    """The cached thumbnail of servable `media` for this request, rendering it if needed."""
+    if media.media_type not in THUMBNAILABLE_TYPES:
+        raise NotThumbnailable()
+    width, height, method = choose_size(width, height, method)
+    source = media.blob
+    thumb = _cached(source.pk, width, height, method, animated)
+    if thumb is not None:
+        return thumb
+    name = f"thumbnail:{source.sha256}:{width}x{height}:{method}:{int(animated)}"
+    try:
+        with locks.named_lock(name, timeout=60):
+            thumb = _cached(source.pk, width, height, method, animated)
+            if thumb is None:
+                thumb = _render_and_store(media, source, width, height, method, animated)
+    except locks.LockTimeout:
+        raise errors.StorageUnavailable("Thumbnail rendering is busy; please retry") from None
+    return thumb
+
+
+def _render_and_store(media: Media, source: Blob, width: int, height: int, method: str, animated: bool) -> Thumbnail:
+    with storage.open_file(source.storage, source.key) as fh:
+        try:
+            rendered = image_ops.render_thumbnail(
+                fh, width=width, height=height, method=method, animated=animated,
+                max_pixels=media_settings.MAX_IMAGE_PIXELS,
+                max_total_frame_pixels=media_settings.MAX_THUMBNAIL_FRAME_PIXELS,
+            )
+        except image_ops.ImageTooLarge as exc:
+            raise errors.MediaTooManyPixels() from exc
+        except image_ops.UnsupportedImage as exc:
+            raise NotThumbnailable("This media is not an image that can be thumbnailed") from exc
+        except image_ops.BrokenImage as exc:
+            raise BrokenImage() from exc
+
+    received = received_from_bytes(rendered.data)
+
+    def record(blob: Blob, created: bool) -> Thumbnail:
+        try:
+            with transaction.atomic():  # a savepoint: a racing renderer's row may already exist
+                thumb = Thumbnail.objects.create(
+                    source=source, width=width, height=height, method=method, animated=animated,
+                    media_type=rendered.media_type, blob=blob,
+                    rendered_width=rendered.width, rendered_height=rendered.height,
+                )
+        except IntegrityError:
+            # Only when a lock holder outlived its lock: the other render is as good as ours.
+            existing = _cached(source.pk, width, height, method, animated)
+            if existing is None:
+                raise
+            return existing
+        events.emit(
+            events.THUMBNAIL_GENERATED,
+            {"media_id": media.media_id, "width": rendered.width, "height": rendered.height, "mode": method},
+            server_name=media.server_name,
+        )
+        return thumb
+
+    try:
+        return blob_store_and_record(received=received, record=record, thumbnail=True)
+    except BlobQuarantined as exc:
+        raise errors.MediaQuarantined() from exc
+    finally:
+        received.discard()
+
+
+def thumbnails_pregenerate(*, media: Media) -> int:
+    """Render every configured size of an uploaded image (a background task); returns how many
+    were rendered now. Sources that cannot be thumbnailed are skipped, not failed."""
+    if media.media_type not in THUMBNAILABLE_TYPES or media.blob_id is None:
+        return 0
+    made = 0
+    for width, height, method in media_settings.THUMBNAIL_SIZES:
+        if _cached(media.blob_id, width, height, method, False) is not None:
+            continue
+        try:
+            thumbnail_get_or_render(media=media, width=width, height=height, method=method, animated=False)
+            made += 1
+        except (NotThumbnailable, BrokenImage, errors.MediaTooManyPixels) as exc:
+            logger.info("No thumbnails for %s: %s", media.media_id, exc.code)
+            return made
+    return made

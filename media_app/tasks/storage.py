@@ -1,0 +1,41 @@
+"""Scheduled storage maintenance: the integrity scrub and the garbage collector.
+
+Both are idempotent and safe to run beside the web servers (and beside each other); a run
+that dies part-way is finished by the next one. Backend outages are retried by Celery rather
+than reported as findings.
+"""
+import logging
+
+from celery import shared_task
+
+from mediasite.celery import app
+
+from .. import errors
+from ..conf import media_settings
+from ..services.gc import blobs_collect_garbage
+from ..services.integrity import blobs_verify
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="media_app.storage.scrub", autoretry_for=(errors.StorageUnavailable,),
+             retry_backoff=60, max_retries=3)
+def scrub_blobs(sample: int | None = None) -> dict:
+    report = blobs_verify(sample=sample or media_settings.SCRUB_SAMPLE_BLOBS)
+    for finding in report.findings:
+        # Hashes only: enough for an operator to find the blob in the admin, no user data.
+        logger.error("Blob %s on %s is %s", finding.sha256, finding.storage, finding.problem)
+    return {"checked": report.checked, "bad": len(report.findings)}
+
+
+@shared_task(name="media_app.storage.collect_garbage", autoretry_for=(errors.StorageUnavailable,),
+             retry_backoff=60, max_retries=3)
+def collect_garbage() -> dict:
+    report = blobs_collect_garbage()
+    return {"blobs": report.blobs_removed, "files": report.orphan_files_removed, "temp": report.temp_files_removed}
+
+
+# Registered at import (autodiscovery imports this module in beat before its scheduler
+# starts); add_periodic_task defers the entries itself if the app is not configured yet.
+app.add_periodic_task(media_settings.SCRUB_INTERVAL_SECONDS, scrub_blobs.s(), name="media_app.storage.scrub")
+app.add_periodic_task(media_settings.GC_INTERVAL_SECONDS, collect_garbage.s(), name="media_app.storage.collect_garbage")

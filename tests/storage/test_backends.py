@@ -1,0 +1,144 @@
+"""The same upload / download / dedup / Range behaviour on the filesystem and on S3 (moto)."""
+import hashlib
+import os
+import random
+from pathlib import Path
+
+import pytest
+from django.core.files.storage import storages
+
+from media_app import storage
+from media_app.models import Blob, Media
+from tests.conftest import body_of, download_url, upload
+from tests.storage.conftest import storages_with_s3, use_backend
+
+DATA = random.Random(3).randbytes(300_000)
+
+
+def stored_bytes(alias: str, key: str) -> bytes:
+    """The bytes as the backend itself holds them, read without Mediasite's code."""
+    if alias == "fs":
+        return Path(storages["fs"].path(key)).read_bytes()
+    backend = storages[alias]
+    return backend.connection.meta.client.get_object(Bucket=backend.bucket_name, Key=key)["Body"].read()
+
+
+@pytest.mark.django_db
+def test_upload_lands_on_the_configured_backend(alice_client, backend):
+    mxc = upload(alice_client, DATA, filename="data.bin")
+    blob = Blob.objects.get()
+    assert blob.storage == backend
+    assert blob.key == storage.blob_key(hashlib.sha256(DATA).hexdigest())
+    assert stored_bytes(backend, blob.key) == DATA
+    assert Media.objects.get(media_id=mxc.split("/")[1]).blob == blob
+    if backend == "s3":  # nothing of it on local disk
+        assert not Path(storages["fs"].path(blob.key)).exists()
+
+
+@pytest.mark.django_db
+def test_download_whole_and_head(alice_client, backend):
+    mxc = upload(alice_client, DATA, filename="data.bin")
+    response = alice_client.get(download_url(mxc))
+    assert response.status_code == 200
+    assert body_of(response) == DATA
+    assert response["Content-Length"] == str(len(DATA))
+    head = alice_client.head(download_url(mxc))
+    assert head.status_code == 200 and head["Content-Length"] == str(len(DATA))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("header,start,end", [
+    ("bytes=0-0", 0, 0),
+    ("bytes=1000-1999", 1000, 1999),
+    ("bytes=299990-", 299990, 299999),
+    ("bytes=-25", 299975, 299999),
+])
+def test_ranges(alice_client, backend, header, start, end):
+    mxc = upload(alice_client, DATA)
+    response = alice_client.get(download_url(mxc), HTTP_RANGE=header)
+    assert response.status_code == 206
+    assert response["Content-Range"] == f"bytes {start}-{end}/{len(DATA)}"
+    assert body_of(response) == DATA[start:end + 1]
+
+
+@pytest.mark.django_db
+def test_unsatisfiable_range_and_etag(alice_client, backend):
+    mxc = upload(alice_client, DATA)
+    assert alice_client.get(download_url(mxc), HTTP_RANGE="bytes=400000-").status_code == 416
+    etag = alice_client.head(download_url(mxc))["ETag"]
+    assert alice_client.get(download_url(mxc), HTTP_IF_NONE_MATCH=etag).status_code == 304
+
+
+@pytest.mark.django_db
+def test_dedup_stores_once(alice_client, backend):
+    first = upload(alice_client, DATA, filename="a.bin")
+    second = upload(alice_client, DATA, filename="b.bin")
+    assert first != second
+    assert Blob.objects.count() == 1 and Media.objects.count() == 2
+    assert body_of(alice_client.get(download_url(second))) == DATA
+    assert [f.key for f in storage.list_files(backend)] == [Blob.objects.get().key]
+
+
+@pytest.mark.django_db
+def test_empty_file(alice_client, backend):
+    mxc = upload(alice_client, b"")
+    response = alice_client.get(download_url(mxc))
+    assert response.status_code == 200 and body_of(response) == b""
+
+
+@pytest.mark.django_db
+def test_both_backends_serve_at_once_and_dedup_across_them(alice_client, s3, settings):
+    """Blobs record their backend: switching the backend for new blobs strands nothing."""
+    use_backend(settings, "fs")
+    on_fs = upload(alice_client, DATA)
+    use_backend(settings, "s3")
+    other = DATA[::-1]
+    on_s3 = upload(alice_client, other)
+    again = upload(alice_client, DATA)  # same content as the fs blob: reused, not re-stored
+    assert sorted(Blob.objects.values_list("storage", flat=True)) == ["fs", "s3"]
+    assert Blob.objects.count() == 2
+    assert body_of(alice_client.get(download_url(on_fs))) == DATA
+    assert body_of(alice_client.get(download_url(again))) == DATA
+    assert body_of(alice_client.get(download_url(on_s3))) == other
+
+
+def test_thumbnails_can_have_their_own_backend(settings):
+    settings.MEDIASITE = {**settings.MEDIASITE, "STORAGE": "fs", "THUMBNAIL_STORAGE": "s3"}
+    assert storage.backend_for_new_blobs() == "fs"
+    assert storage.backend_for_new_blobs(thumbnail=True) == "s3"
+
+
+@pytest.mark.django_db
+def test_s3_upload_is_multipart_and_download_is_a_ranged_get(alice_client, s3, settings):
+    """What goes over the wire: parts of the configured size, and GetObject with a Range."""
+    settings.STORAGES = storages_with_s3(s3.server.endpoint, s3.bucket, part_size=5 << 20, concurrency=2)
+    use_backend(settings, "s3")
+    events = storages["s3"].connection.meta.client.meta.events
+    sent = []
+
+    def record(request, **kwargs):
+        sent.append((kwargs["event_name"].rsplit(".", 1)[-1], request.headers.get("Range")))
+
+    events.register("before-send.s3", record)
+    try:
+        big = os.urandom(12 << 20)
+        mxc = upload(alice_client, big)
+        assert [name for name, _ in sent].count("UploadPart") == 3  # 5 + 5 + 2 MiB
+        assert "PutObject" not in [name for name, _ in sent]
+        sent.clear()
+        response = alice_client.get(download_url(mxc), HTTP_RANGE="bytes=100-199")
+        assert body_of(response) == big[100:200]
+        assert ("GetObject", b"bytes=100-199") in sent or ("GetObject", "bytes=100-199") in sent
+    finally:
+        events.unregister("before-send.s3", record)
+
+
+@pytest.mark.django_db
+def test_s3_download_streams_without_reading_ahead(alice_client, s3, settings):
+    use_backend(settings, "s3")
+    upload(alice_client, DATA)
+    stream = storage.open_range("s3", Blob.objects.get().key, 0, len(DATA))
+    assert stream.read(1000) == DATA[:1000]
+    # The remote body is read as it arrives: after one read the rest is still on the wire.
+    assert stream._body._amount_read == 1000
+    stream.close()
