@@ -6,9 +6,9 @@ from rest_framework.views import APIView
 
 from ... import errors
 from ...conf import media_settings
-from ...services import download, thumbnails, upload
+from ...services import upload
 from ..body import request_body
-from ..serving import serve_media, serve_thumbnail
+from ..media_responses import download_response, thumbnail_response
 
 
 class MatrixView(APIView):
@@ -47,38 +47,12 @@ class UploadToReservationView(MatrixView):
 
 class DownloadView(MatrixView):
     def get(self, request, server_name, media_id, file_name=None):
-        media = download.media_get_servable(
-            server_name=server_name, media_id=media_id,
-            timeout_ms=download.parse_timeout_ms(request.query_params.get("timeout_ms")),
-        )
-        # The spec's boolean: only an explicit "true" allows a redirect.
-        allow_redirect = request.query_params.get("allow_redirect", "").lower() == "true"
-        response = serve_media(request, media, filename=file_name, allow_redirect=allow_redirect)
-        download.media_record_retrieval(media=media, downloader=request.user)
-        return response
+        return download_response(request, server_name, media_id, file_name=file_name)
 
 
 class ThumbnailView(MatrixView):
     def get(self, request, server_name, media_id):
         return thumbnail_response(request, server_name, media_id)
-
-
-def thumbnail_response(request, server_name: str, media_id: str):
-    """Shared by the Matrix and native thumbnail endpoints."""
-    params = request.query_params
-    width, height, method, animated = thumbnails.parse_request(
-        params.get("width"), params.get("height"), params.get("method"), params.get("animated")
-    )
-    media = download.media_get_servable(
-        server_name=server_name, media_id=media_id,
-        timeout_ms=download.parse_timeout_ms(params.get("timeout_ms")),
-    )
-    thumb = thumbnails.thumbnail_get_or_render(
-        media=media, width=width, height=height, method=method, animated=animated
-    )
-    response = serve_thumbnail(request, thumb)
-    download.media_record_retrieval(media=media, downloader=request.user)
-    return response
 
 
 class ConfigView(MatrixView):

@@ -8,8 +8,7 @@ from rest_framework.views import APIView
 from ...selectors import media_list_for_user
 from ...services import download, upload
 from ..body import request_body
-from ..matrix.views import thumbnail_response
-from ..serving import serve_media
+from ..media_responses import download_response, thumbnail_response
 from .serializers import MediaSerializer
 
 _FILENAME = OpenApiParameter("filename", str, description="Original file name, kept encrypted at rest")
@@ -60,13 +59,7 @@ class MediaContentView(APIView):
                    404: _ERROR, 416: _ERROR, 504: _ERROR},
     )
     def get(self, request, server_name, media_id):
-        media = download.media_get_servable(
-            server_name=server_name, media_id=media_id,
-            timeout_ms=download.parse_timeout_ms(request.query_params.get("timeout_ms")),
-        )
-        response = serve_media(request, media)
-        download.media_record_retrieval(media=media, downloader=request.user)
-        return response
+        return download_response(request, server_name, media_id)
 
 
 
