@@ -120,7 +120,10 @@ def blob_store_and_record(*, received: Received, record, thumbnail: bool = False
                         continue
                     if blob.gc_pending or blob.integrity in (BlobIntegrity.MISSING, BlobIntegrity.CORRUPT):
                         storage.put_file(blob.storage, blob.key, received.path, keep_source=True)
-                        Blob.objects.filter(pk=blob.pk).update(gc_pending=False, integrity=BlobIntegrity.UNCHECKED)
+                        # Unchecked and never verified: first in line for the next scrub.
+                        Blob.objects.filter(pk=blob.pk).update(
+                            gc_pending=False, integrity=BlobIntegrity.UNCHECKED, verified_ts=None
+                        )
                         blob.gc_pending, blob.integrity = False, BlobIntegrity.UNCHECKED
                     created = False
                 else:

@@ -134,13 +134,18 @@ def _own_media_dir(request, settings, tmp_path):
     """Each test gets an empty `fs` directory, so files left by one test cannot satisfy (or
     break) another's assertions. Not for tests against a server process, which reads the
     session's data directory."""
-    if "live_s3" in request.fixturenames:
+    if "live_s3" in request.fixturenames or "shared_media_dir" in request.fixturenames:
         return
     settings.STORAGES = {
         **settings.STORAGES,
         "fs": {**settings.STORAGES["fs"], "OPTIONS": {**settings.STORAGES["fs"]["OPTIONS"],
                                                       "location": str(tmp_path / "media")}},
     }
+
+
+@pytest.fixture
+def shared_media_dir():
+    """Requested by tests whose subprocesses must see the same `fs` directory as the test."""
 
 
 class S3Target:

@@ -10,7 +10,7 @@ from django.core.files.storage import storages
 
 from media_app import storage
 from media_app.models import Blob
-from tests.conftest import body_of, download_url, upload
+from tests.conftest import body_of, download_url, png_bytes, upload
 from tests.storage.conftest import use_backend
 
 DATA = random.Random(5).randbytes(50_000)
@@ -25,23 +25,25 @@ def redirects_on(settings, s3):
 
 def fetch(url: str):
     with urllib.request.urlopen(url, timeout=10) as response:
-        return response.status, dict(response.headers), response.read()
+        return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
 
 
 @pytest.mark.django_db
 def test_redirect_to_a_presigned_url_with_type_and_disposition(alice_client, redirects_on):
-    mxc = upload(alice_client, DATA, filename="report.bin")
+    image = png_bytes(40, 30)
+    mxc = upload(alice_client, image, filename="photo.png")
     response = alice_client.get(download_url(mxc) + "?allow_redirect=true")
     assert response.status_code == 307
     location = response["Location"]
     query = parse_qs(urlsplit(location).query)
     assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]  # s3v4
-    assert query["response-content-disposition"] == ["attachment; filename=report.bin"]
+    assert query["response-content-disposition"] == ["inline; filename=photo.png"]
     assert "max-age=" in response["Cache-Control"] and "immutable" not in response["Cache-Control"]
     status, headers, body = fetch(location)  # followed, against the real S3 server
-    assert status == 200 and body == DATA
-    assert headers["Content-Type"] == "application/octet-stream"
-    assert headers["Content-Disposition"] == "attachment; filename=report.bin"
+    assert status == 200 and body == image
+    # The object is stored as opaque bytes; the URL makes S3 answer with our type and name.
+    assert headers["content-type"] == "image/png"
+    assert headers["content-disposition"] == "inline; filename=photo.png"
 
 
 @pytest.mark.django_db
