@@ -8,7 +8,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import connections, transaction
 
 logger = logging.getLogger(__name__)
 _pool: ThreadPoolExecutor | None = None
@@ -20,7 +20,9 @@ def _run_in_process(task, args):
     except Exception:
         logger.exception("Background task %s failed", task.name)
     finally:
-        close_old_connections()
+        # Tasks are rare (one per upload); a pool thread holding a connection between them
+        # would only pin a database session.
+        connections.close_all()
 
 
 def enqueue_on_commit(task, *args) -> None:

@@ -24,7 +24,9 @@ class AccessBatch:
     def __init__(self):
         self._lock = threading.Lock()
         self._touched: dict[int, object] = {}
-        self._events: list[MediaEvent] = []
+        # (server_name, media_id, payload, actor_id, ts): rows are built at flush time, off
+        # the download path.
+        self._events: list[tuple] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._pid = None
@@ -33,14 +35,7 @@ class AccessBatch:
         payload = {"media_id": media.media_id, "downloader_id": downloader.username if downloader else None}
         events.send_signal(events.RETRIEVED, payload)
         now = timezone.now()
-        row = MediaEvent(
-            event_type=events.RETRIEVED,
-            server_name=media.server_name,
-            media_id=media.media_id,
-            payload=payload,
-            actor=downloader,
-            created_ts=now,
-        )
+        row = (media.server_name, media.media_id, payload, downloader.pk if downloader else None, now)
         with self._lock:
             self._touched[media.pk] = now
             self._events.append(row)
@@ -66,7 +61,14 @@ class AccessBatch:
             with transaction.atomic():
                 # One statement for the batch; precision to the flush interval is all retention needs.
                 Media.objects.filter(pk__in=list(touched)).update(last_access_ts=max(touched.values()))
-                MediaEvent.objects.bulk_create(rows, batch_size=1000)
+                MediaEvent.objects.bulk_create(
+                    [
+                        MediaEvent(event_type=events.RETRIEVED, server_name=server_name, media_id=media_id,
+                                   payload=payload, actor_id=actor_id, created_ts=ts)
+                        for server_name, media_id, payload, actor_id, ts in rows
+                    ],
+                    batch_size=1000,
+                )
         except Exception:
             logger.exception("Could not write %d media accesses; they will be retried", len(rows))
             with self._lock:

@@ -8,12 +8,14 @@ from ... import errors
 from ...conf import media_settings
 from ...services import upload
 from ..body import request_body
+from ..negotiation import JSONOnlyNegotiation
 from ..media_responses import download_response, thumbnail_response
 
 
 class MatrixView(APIView):
     # The spec's clients send raw bodies; nothing here goes through DRF's parsers.
     parser_classes = []
+    content_negotiation_class = JSONOnlyNegotiation
 
 
 class UploadView(MatrixView):

@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 from ...selectors import media_list_for_user
 from ...services import download, upload
 from ..body import request_body
+from ..negotiation import JSONOnlyNegotiation
 from ..media_responses import download_response, thumbnail_response
 from .serializers import MediaSerializer
 
@@ -16,6 +17,7 @@ _ERROR = OpenApiResponse(description="Error: {errcode, error, code}")
 
 
 class MediaCollectionView(generics.ListAPIView):
+    content_negotiation_class = JSONOnlyNegotiation
     serializer_class = MediaSerializer
     parser_classes = []
 
@@ -44,6 +46,8 @@ class MediaCollectionView(generics.ListAPIView):
 
 
 class MediaDetailView(APIView):
+    content_negotiation_class = JSONOnlyNegotiation
+
     @extend_schema(summary="Media metadata", responses={200: MediaSerializer, 404: _ERROR})
     def get(self, request, server_name, media_id):
         media = download.media_get_metadata(server_name=server_name, media_id=media_id, user=request.user)
@@ -51,6 +55,8 @@ class MediaDetailView(APIView):
 
 
 class MediaContentView(APIView):
+    content_negotiation_class = JSONOnlyNegotiation
+
     @extend_schema(
         summary="Media bytes",
         description="Supports HEAD, single byte ranges, ETag / If-None-Match.",
@@ -65,6 +71,8 @@ class MediaContentView(APIView):
 
 
 class MediaThumbnailView(APIView):
+    content_negotiation_class = JSONOnlyNegotiation
+
     @extend_schema(
         summary="Media thumbnail",
         description="Matrix thumbnail semantics: the smallest configured size at least as large as "
