@@ -5,6 +5,8 @@ eager mode would run the task inside the request, so such tasks run on a small i
 thread pool instead, after the response has been handed back.
 """
 import logging
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
@@ -12,6 +14,15 @@ from django.db import connections, transaction
 
 logger = logging.getLogger(__name__)
 _pool: ThreadPoolExecutor | None = None
+
+
+def _lower_priority() -> None:
+    # Background rendering must not slow the requests beside it. Linux applies a priority to
+    # a single thread when given its native id.
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
 
 
 def _run_in_process(task, args):
@@ -30,7 +41,9 @@ def enqueue_on_commit(task, *args) -> None:
         global _pool
         if getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):
             if _pool is None:
-                _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="background")
+                _pool = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="background", initializer=_lower_priority
+                )
             _pool.submit(_run_in_process, task, args)
         else:
             task.delay(*args)
