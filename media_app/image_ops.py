@@ -45,6 +45,7 @@ __all__ = [
     "Rendered",
     "UnsupportedImage",
     "probe",
+    "render_still_thumbnails",
     "render_thumbnail",
 ]
 
@@ -200,6 +201,30 @@ def render_thumbnail(
 
 # --------------------------------------------------------------------------
 # Opening and budgets
+
+
+def render_still_thumbnails(
+    fp: FileInput,
+    *,
+    boxes: list[tuple[int, int, str]],
+    max_pixels: int,
+) -> list[Rendered]:
+    """Still thumbnails for several (width, height, method) boxes from one decode.
+
+    For pre-generating every configured size of an upload: the JPEG is decoded once, at the
+    draft scale the largest box needs, and each box is resampled from that. Same rules as
+    render_thumbnail (never upscaled, orientation applied, metadata stripped)."""
+    for width, height, method in boxes:
+        if width < 1 or height < 1:
+            raise ValueError("thumbnail dimensions must be positive")
+        if method not in ("scale", "crop"):
+            raise ValueError(f"unknown thumbnail method {method!r}")
+    fp = _seekable(fp)
+    with _pillow_guard():
+        im = _open(fp, max_pixels)
+        with im:
+            _check_pixels(im.size, max_pixels)
+            return _render_stills(im, [((w, h), m) for w, h, m in boxes])
 
 
 def _seekable(fp: FileInput) -> IO[bytes]:
@@ -465,15 +490,18 @@ def _round_div(a: int, b: int) -> int:
 
 
 def _draft_jpeg(
-    im: Image.Image, out: tuple[int, int], region: tuple[int, int, int, int]
+    im: Image.Image, plans: list[tuple[tuple[int, int], tuple[int, int, int, int]]]
 ) -> float:
-    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale; return the scale used."""
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale, large enough for every
+    (output size, source region) plan; return the scale used."""
     src_w, src_h = im.size
-    region_w, region_h = region[2] - region[0], region[3] - region[1]
-    wanted = (
-        max(1, math.ceil(src_w * out[0] * _JPEG_DRAFT_GAP / region_w)),
-        max(1, math.ceil(src_h * out[1] * _JPEG_DRAFT_GAP / region_h)),
-    )
+    wanted = (1, 1)
+    for out, region in plans:
+        region_w, region_h = region[2] - region[0], region[3] - region[1]
+        wanted = (
+            max(wanted[0], math.ceil(src_w * out[0] * _JPEG_DRAFT_GAP / region_w)),
+            max(wanted[1], math.ceil(src_h * out[1] * _JPEG_DRAFT_GAP / region_h)),
+        )
     # Mode None: only the DCT scale is wanted, colour conversion stays ours.
     result = im.draft(None, wanted)
     if result is None:
@@ -569,27 +597,35 @@ def _strip(im: Image.Image) -> Image.Image:
 
 
 def _render_still(im: Image.Image, box: tuple[int, int], method: str) -> Rendered:
+    return _render_stills(im, [(box, method)])[0]
+
+
+def _render_stills(im: Image.Image, requests: list[tuple[tuple[int, int], str]]) -> list[Rendered]:
+    """Every requested still from one decode, at the scale the largest of them needs."""
     if im.format in ("JPEG", "MPO"):
         # JPEG EXIF lives in the header, so orientation is known before the
         # decoder runs and the draft scale can account for 90 degree turns.
         orientation = _orientation(im)
-        out, region = _plan(im.size, box, method, orientation)
-        scale = _draft_jpeg(im, out, region)
+        plans = [_plan(im.size, box, method, orientation) for box, method in requests]
+        scale = _draft_jpeg(im, plans)
         im.load()
     else:
         # PNG may keep eXIf after the pixel data, so read it after decoding.
         im.load()
         orientation = _orientation(im)
-        out, region = _plan(im.size, box, method, orientation)
+        plans = [_plan(im.size, box, method, orientation) for box, method in requests]
         scale = 1.0
 
     icc = im.info.get("icc_profile")
     frame = _normalise_mode(im)
-    thumb = _resize(frame, out, region, scale)
-    if orientation in _TRANSPOSE:
-        thumb = thumb.transpose(_TRANSPOSE[orientation])
-    thumb = _colour_fixer(icc, thumb.mode)(thumb)
-    return _encode_still(thumb)
+    rendered = []
+    for out, region in plans:
+        thumb = _resize(frame, out, region, scale)
+        if orientation in _TRANSPOSE:
+            thumb = thumb.transpose(_TRANSPOSE[orientation])
+        thumb = _colour_fixer(icc, thumb.mode)(thumb)
+        rendered.append(_encode_still(thumb))
+    return rendered
 
 
 def _encode_still(im: Image.Image) -> Rendered:

@@ -1105,3 +1105,19 @@ def test_module_does_not_import_django():
         for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
     }
     assert "django" not in imported
+
+
+def test_several_stills_from_one_decode_match_single_renders():
+    buf = io.BytesIO()
+    Image.linear_gradient("L").resize((2000, 1500)).convert("RGB").save(buf, "JPEG", quality=90)
+    boxes = [(32, 32, "crop"), (96, 96, "crop"), (320, 240, "scale"), (640, 480, "scale"), (800, 600, "scale")]
+    renders = image_ops.render_still_thumbnails(io.BytesIO(buf.getvalue()), boxes=boxes, max_pixels=10**8)
+    assert [(r.width, r.height) for r in renders] == [(32, 32), (96, 96), (320, 240), (640, 480), (800, 600)]
+    assert {r.media_type for r in renders} == {"image/jpeg"}
+    single = image_ops.render_thumbnail(
+        io.BytesIO(buf.getvalue()), width=320, height=240, method="scale", animated=False,
+        max_pixels=10**8, max_total_frame_pixels=10**9,
+    )
+    assert (single.width, single.height) == (renders[2].width, renders[2].height)
+    with pytest.raises(image_ops.ImageTooLarge):
+        image_ops.render_still_thumbnails(io.BytesIO(buf.getvalue()), boxes=boxes, max_pixels=1000)

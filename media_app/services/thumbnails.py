@@ -4,6 +4,7 @@ The cache is keyed by the source Blob, so deduplicated media share thumbnails. I
 concurrent requests, in any process, take one named lock: the first renders, the others find
 its row when they get the lock. Rendering itself is media_app.image_ops (pure, hardened).
 """
+import contextlib
 import logging
 
 from django.db import IntegrityError, transaction
@@ -106,20 +107,31 @@ def thumbnail_get_or_render(*, media: Media, width: int, height: int, method: st
 
 
 def _render_and_store(media: Media, source: Blob, width: int, height: int, method: str, animated: bool) -> Thumbnail:
-    with storage.open_file(source.storage, source.key) as fh:
-        try:
-            rendered = image_ops.render_thumbnail(
-                fh, width=width, height=height, method=method, animated=animated,
-                max_pixels=media_settings.MAX_IMAGE_PIXELS,
-                max_total_frame_pixels=media_settings.MAX_THUMBNAIL_FRAME_PIXELS,
-            )
-        except image_ops.ImageTooLarge as exc:
-            raise errors.MediaTooManyPixels() from exc
-        except image_ops.UnsupportedImage as exc:
-            raise NotThumbnailable("This media is not an image that can be thumbnailed") from exc
-        except image_ops.BrokenImage as exc:
-            raise BrokenImage() from exc
+    with storage.open_file(source.storage, source.key) as fh, _image_errors():
+        rendered = image_ops.render_thumbnail(
+            fh, width=width, height=height, method=method, animated=animated,
+            max_pixels=media_settings.MAX_IMAGE_PIXELS,
+            max_total_frame_pixels=media_settings.MAX_THUMBNAIL_FRAME_PIXELS,
+        )
+    return _store(media, source, width, height, method, animated, rendered)
 
+
+@contextlib.contextmanager
+def _image_errors():
+    """image_ops failures as the client errors they are."""
+    try:
+        yield
+    except image_ops.ImageTooLarge as exc:
+        raise errors.MediaTooManyPixels() from exc
+    except image_ops.UnsupportedImage as exc:
+        raise NotThumbnailable("This media is not an image that can be thumbnailed") from exc
+    except image_ops.BrokenImage as exc:
+        raise BrokenImage() from exc
+
+
+def _store(media: Media, source: Blob, width: int, height: int, method: str, animated: bool,
+           rendered: image_ops.Rendered) -> Thumbnail:
+    """Keep a rendition (its bytes as a Blob on the thumbnail backend) and emit its event."""
     received = received_from_bytes(rendered.data)
 
     def record(blob: Blob, created: bool) -> Thumbnail:
@@ -131,7 +143,7 @@ def _render_and_store(media: Media, source: Blob, width: int, height: int, metho
                     rendered_width=rendered.width, rendered_height=rendered.height,
                 )
         except IntegrityError:
-            # Only when a lock holder outlived its lock: the other render is as good as ours.
+            # Another renderer stored the same rendition first: theirs is as good as ours.
             existing = _cached(source.pk, width, height, method, animated)
             if existing is None:
                 raise
@@ -152,18 +164,30 @@ def _render_and_store(media: Media, source: Blob, width: int, height: int, metho
 
 
 def thumbnails_pregenerate(*, media: Media) -> int:
-    """Render every configured size of an uploaded image (a background task); returns how many
-    were rendered now. Sources that cannot be thumbnailed are skipped, not failed."""
+    """Render every configured size of an uploaded image (a background task) from a single
+    decode; returns how many were stored. Sources that cannot be thumbnailed are skipped."""
     if media.media_type not in THUMBNAILABLE_TYPES or media.blob_id is None:
         return 0
-    made = 0
-    for width, height, method in media_settings.THUMBNAIL_SIZES:
-        if _cached(media.blob_id, width, height, method, False) is not None:
-            continue
-        try:
-            thumbnail_get_or_render(media=media, width=width, height=height, method=method, animated=False)
-            made += 1
-        except (NotThumbnailable, BrokenImage, errors.MediaTooManyPixels) as exc:
-            logger.info("No thumbnails for %s: %s", media.media_id, exc.code)
-            return made
-    return made
+    source = media.blob
+    missing = [
+        (w, h, m) for w, h, m in (tuple(size) for size in media_settings.THUMBNAIL_SIZES)
+        if _cached(source.pk, w, h, m, False) is None
+    ]
+    if not missing:
+        return 0
+    try:
+        with storage.open_file(source.storage, source.key) as fh, _image_errors():
+            renders = image_ops.render_still_thumbnails(
+                fh, boxes=missing, max_pixels=media_settings.MAX_IMAGE_PIXELS
+            )
+    except (NotThumbnailable, BrokenImage, errors.MediaTooManyPixels) as exc:
+        logger.info("No thumbnails for %s: %s", media.media_id, exc.code)
+        return 0
+    stored = 0
+    for (width, height, method), rendered in zip(missing, renders):
+        name = f"thumbnail:{source.sha256}:{width}x{height}:{method}:0"
+        with locks.named_lock(name, timeout=60):
+            if _cached(source.pk, width, height, method, False) is None:  # not served meanwhile
+                _store(media, source, width, height, method, False, rendered)
+                stored += 1
+    return stored
