@@ -180,11 +180,7 @@ def render_thumbnail(
     max_total_frame_pixels`` and ``frames <= max_frames`` (else ImageTooLarge);
     a still rendering only ever decodes the first frame.
     """
-    if width < 1 or height < 1:
-        raise ValueError("thumbnail dimensions must be positive")
-    if method not in ("scale", "crop"):
-        raise ValueError(f"unknown thumbnail method {method!r}")
-
+    _check_request(width, height, method)
     fp = _seekable(fp)
     with _pillow_guard():
         im = _open(fp, max_pixels)
@@ -199,10 +195,6 @@ def render_thumbnail(
             return _render_still(im, (width, height), method)
 
 
-# --------------------------------------------------------------------------
-# Opening and budgets
-
-
 def render_still_thumbnails(
     fp: FileInput,
     *,
@@ -215,16 +207,24 @@ def render_still_thumbnails(
     draft scale the largest box needs, and each box is resampled from that. Same rules as
     render_thumbnail (never upscaled, orientation applied, metadata stripped)."""
     for width, height, method in boxes:
-        if width < 1 or height < 1:
-            raise ValueError("thumbnail dimensions must be positive")
-        if method not in ("scale", "crop"):
-            raise ValueError(f"unknown thumbnail method {method!r}")
+        _check_request(width, height, method)
     fp = _seekable(fp)
     with _pillow_guard():
         im = _open(fp, max_pixels)
         with im:
             _check_pixels(im.size, max_pixels)
             return _render_stills(im, [((w, h), m) for w, h, m in boxes])
+
+
+def _check_request(width: int, height: int, method: str) -> None:
+    if width < 1 or height < 1:
+        raise ValueError("thumbnail dimensions must be positive")
+    if method not in ("scale", "crop"):
+        raise ValueError(f"unknown thumbnail method {method!r}")
+
+
+# --------------------------------------------------------------------------
+# Opening and budgets
 
 
 def _seekable(fp: FileInput) -> IO[bytes]:

@@ -184,7 +184,7 @@ def thumbnails_pregenerate(*, media: Media) -> int:
         logger.info("No thumbnails for %s: %s", media.media_id, exc.code)
         return 0
     stored = 0
-    for (width, height, method), rendered in zip(missing, renders):
+    for (width, height, method), rendered in zip(missing, renders, strict=True):
         name = f"thumbnail:{source.sha256}:{width}x{height}:{method}:0"
         with locks.named_lock(name, timeout=60):
             if _cached(source.pk, width, height, method, False) is None:  # not served meanwhile

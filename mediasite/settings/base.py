@@ -64,7 +64,7 @@ TEMPLATES = [
     },
 ]
 
-from .database import DATABASES  # noqa: E402  (needs env and DATA_DIR above)
+from .database import DATABASES  # noqa: E402,F401  (needs env and DATA_DIR above)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LANGUAGE_CODE = "en-us"
@@ -76,7 +76,7 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
-from .storage import STORAGES  # noqa: E402
+from .storage import STORAGES  # noqa: E402,F401
 from .celery import *  # noqa: E402,F401,F403
 
 REST_FRAMEWORK = {

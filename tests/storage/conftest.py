@@ -4,7 +4,6 @@ The session server is started here, whatever `.ci/run` exports, because some tes
 restart servers (those use a private one each). In CI a server that cannot start fails the
 tests (tests.conftest.require_service); on a developer's machine it skips them.
 """
-import os
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 from django.conf import settings
 
 from mediasite.settings.storage import s3_options
-from tests.conftest import ROOT, LiveServer, _database_url, _free_port, require_service
+from tests.conftest import ROOT, _free_port, require_service, start_server, stop_server
 
 BUCKET = "mediasite-test"
 CREDENTIALS = {"access_key": "testing", "secret_key": "testing"}
@@ -190,39 +189,6 @@ def backend(request, settings):
 @pytest.fixture(scope="module")
 def live_s3(django_db_setup, django_db_blocker, moto_server, tmp_path_factory):
     """gunicorn (production settings, two workers) with both `fs` and `s3` configured."""
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "gunicorn.log"
-    env = {
-        **os.environ,
-        **moto_server.env(),
-        "DJANGO_SETTINGS_MODULE": "mediasite.settings.production",
-        "DATABASE_URL": _database_url(),
-        "MEDIASITE_DATA_DIR": settings.MEDIASITE["DATA_DIR"],
-        "MEDIASITE_SERVER_NAME": settings.MEDIASITE["SERVER_NAME"],
-        "MEDIASITE_MAX_UPLOAD_SIZE": str(settings.MEDIASITE["MAX_UPLOAD_SIZE_BYTES"]),
-        "MEDIASITE_ACCESS_FLUSH_SECONDS": "0.2",
-        "MEDIASITE_THUMBNAIL_PREGENERATE": "false",
-        "MEDIASITE_STORAGE": "fs",
-        "MEDIASITE_WORKERS": "2",
-        "PORT": str(port),
-    }
-    log = open(log_path, "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "mediasite/gunicorn_conf.py", "mediasite.wsgi:application"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(base + "/_matrix/client/v1/media/config", timeout=1)
-        except urllib.error.HTTPError:
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("gunicorn did not start:\n" + log_path.read_text())
-            time.sleep(0.1)
-    yield LiveServer(base, process, log_path)
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    server = start_server(tmp_path_factory.mktemp("server"), **moto_server.env(), MEDIASITE_STORAGE="fs")
+    yield server
+    stop_server(server)
