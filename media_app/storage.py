@@ -11,6 +11,8 @@ can stream (multipart uploads from the temp file, ranged GetObject for downloads
 using the whole-object buffering of `S3File`, and so every backend failure reaches the client
 as one of two errors: STORAGE_UNAVAILABLE (503, retry) or STORAGE_FULL (507).
 """
+import ctypes
+import ctypes.util
 import errno
 import hashlib
 import hmac
@@ -76,6 +78,25 @@ def temp_dir() -> Path:
     return path
 
 
+def _load_sync_file_range():
+    """Linux's sync_file_range(2), which Python's os module lacks; None elsewhere."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        function = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    return function
+
+
+_sync_file_range = _load_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+# Start writing a big upload to disk every this many bytes, so the fsync before its row is
+# committed waits for the last stretch only (measured: a 200 MB upload's final fsync took
+# 0.23 s, a quarter of the upload, when all of it was left to the end).
+WRITEBACK_EVERY_BYTES = 16 << 20
+
+
 class _TempFile:
     """An unbuffered temp file whose write() writes everything or raises a Mediasite error.
 
@@ -90,6 +111,8 @@ class _TempFile:
         except OSError as exc:
             raise translate_os_error(exc) from exc
         self.name = self._fh.name
+        self._written = 0
+        self._flushed_to = 0
 
     def write(self, data) -> int:
         view = memoryview(data)
@@ -99,6 +122,12 @@ class _TempFile:
                 view = view[written:]
         except OSError as exc:
             raise translate_os_error(exc) from exc
+        self._written += len(data)
+        if _sync_file_range and self._written - self._flushed_to >= WRITEBACK_EVERY_BYTES:
+            # Asynchronous: queues the dirty pages for writing and returns at once.
+            _sync_file_range(self._fh.fileno(), self._flushed_to, self._written - self._flushed_to,
+                             _SYNC_FILE_RANGE_WRITE)
+            self._flushed_to = self._written
         return len(data)
 
     def flush(self) -> None:
