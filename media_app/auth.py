@@ -3,6 +3,7 @@ that the Matrix spec still allows and real clients still send)."""
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
+from . import errors
 from .services.tokens import token_user
 
 
@@ -12,6 +13,17 @@ def request_token(request) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return request.GET.get("access_token") or None
+
+
+def authenticate_request(request):
+    """The user behind the request's token, or MissingToken / UnknownToken."""
+    token = request_token(request)
+    if token is None:
+        raise errors.MissingToken()
+    user = token_user(token=token)
+    if user is None:
+        raise errors.UnknownToken()
+    return user
 
 
 class AccessTokenAuthentication(BaseAuthentication):

@@ -197,3 +197,12 @@ def handler404(request, exception=None):
 
 def handler500(request):
     return error_response(InternalError())
+
+
+def csrf_failure(request, reason=""):
+    """API paths answer in the one error model; the admin keeps Django's page."""
+    if request.path_info.startswith(("/_matrix/", "/api/")):
+        return error_response(Forbidden("CSRF verification failed"))
+    from django.views.csrf import csrf_failure as django_csrf_failure
+
+    return django_csrf_failure(request, reason)

@@ -4,7 +4,7 @@ from .serving import serve_media, serve_thumbnail
 
 
 def download_response(request, server_name: str, media_id: str, *, file_name: str | None = None):
-    params = request.query_params
+    params = request.GET
     media = download.media_get_servable(
         server_name=server_name, media_id=media_id,
         timeout_ms=download.parse_timeout_ms(params.get("timeout_ms")),
@@ -17,7 +17,7 @@ def download_response(request, server_name: str, media_id: str, *, file_name: st
 
 
 def thumbnail_response(request, server_name: str, media_id: str):
-    params = request.query_params
+    params = request.GET
     width, height, method, animated = thumbnails.parse_request(
         params.get("width"), params.get("height"), params.get("method"), params.get("animated")
     )

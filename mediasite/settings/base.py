@@ -46,6 +46,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "mediasite.urls"
+CSRF_FAILURE_VIEW = "media_app.errors.csrf_failure"
 WSGI_APPLICATION = "mediasite.wsgi.application"
 # Matrix paths never end in a slash; redirecting them would break clients' POSTs.
 APPEND_SLASH = False

@@ -102,3 +102,29 @@ def test_odd_headers_never_5xx(alice_client, headers):
 @pytest.mark.django_db
 def test_unknown_route_without_token_is_still_json(client):
     _assert_error(client.get("/definitely/not/here"), 404, "M_UNRECOGNIZED")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("post", "/_matrix/client/v1/media/download/test.local/abc"),
+        ("put", "/_matrix/client/v1/media/thumbnail/test.local/abc"),
+        ("delete", "/_matrix/client/v1/media/config"),
+    ],
+)
+def test_wrong_methods_are_json_405_even_with_csrf_enforced(alice_token, method, path):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Bearer {alice_token}")
+    _assert_error(getattr(client, method)(path), 405, "M_UNRECOGNIZED", "METHOD_NOT_ALLOWED")
+
+
+@pytest.mark.django_db
+def test_uploads_need_no_csrf_token(alice_token):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Bearer {alice_token}")
+    response = client.post("/_matrix/media/v3/upload", data=b"x", content_type="text/plain")
+    assert response.status_code == 200
+    assert client.post("/api/v1/media", data=b"y", content_type="text/plain").status_code == 201

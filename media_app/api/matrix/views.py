@@ -9,7 +9,6 @@ from ...conf import media_settings
 from ...services import upload
 from ..body import request_body
 from ..negotiation import JSONOnlyNegotiation
-from ..media_responses import download_response, thumbnail_response
 
 
 class MatrixView(APIView):
@@ -47,16 +46,6 @@ class UploadToReservationView(MatrixView):
         return Response({})
 
 
-class DownloadView(MatrixView):
-    def get(self, request, server_name, media_id, file_name=None):
-        return download_response(request, server_name, media_id, file_name=file_name)
-
-
-class ThumbnailView(MatrixView):
-    def get(self, request, server_name, media_id):
-        return thumbnail_response(request, server_name, media_id)
-
-
 class ConfigView(MatrixView):
     def get(self, request):
         return Response({"m.upload.size": media_settings.MAX_UPLOAD_SIZE_BYTES})
@@ -74,13 +63,5 @@ class LegacyMixin:
         super().initial(request, *args, **kwargs)
 
 
-class LegacyDownloadView(LegacyMixin, DownloadView):
-    pass
-
-
 class LegacyConfigView(LegacyMixin, ConfigView):
-    pass
-
-
-class LegacyThumbnailView(LegacyMixin, ThumbnailView):
     pass
