@@ -1,51 +1,15 @@
-"""Run a Celery task off the request path, with or without a broker.
+"""Hand a Celery task to the workers once the current transaction has committed.
 
-With a broker (REDIS_URL) tasks go to Celery workers. The embedded default has none; Celery's
-eager mode would run the task inside the request, so such tasks run on a small in-process
-thread pool instead, after the response has been handed back.
+Robust on purpose: the rows are already committed, so a broker that is down must not turn a
+successful upload into an error; the work it would have done (thumbnail pre-generation) also
+happens on demand.
 """
 import logging
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
-from django.conf import settings
-from django.db import connections, transaction
+from django.db import transaction
 
 logger = logging.getLogger(__name__)
-_pool: ThreadPoolExecutor | None = None
-
-
-def _lower_priority() -> None:
-    # Background rendering must not slow the requests beside it. Linux applies a priority to
-    # a single thread when given its native id.
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):
-        pass
-
-
-def _run_in_process(task, args):
-    try:
-        task.run(*args)
-    except Exception:
-        logger.exception("Background task %s failed", task.name)
-    finally:
-        # Tasks are rare (one per upload); a pool thread holding a connection between them
-        # would only pin a database session.
-        connections.close_all()
 
 
 def enqueue_on_commit(task, *args) -> None:
-    def send():
-        global _pool
-        if getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):
-            if _pool is None:
-                _pool = ThreadPoolExecutor(
-                    max_workers=1, thread_name_prefix="background", initializer=_lower_priority
-                )
-            _pool.submit(_run_in_process, task, args)
-        else:
-            task.delay(*args)
-
-    transaction.on_commit(send)
+    transaction.on_commit(lambda: task.delay(*args), robust=True)

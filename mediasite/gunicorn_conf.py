@@ -8,6 +8,8 @@ each process's GIL (wrk, 16 connections, three rounds each).
 """
 import multiprocessing
 import os
+import subprocess
+import sys
 
 bind = f"{os.environ.get('MEDIASITE_BIND_HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("MEDIASITE_WORKERS", multiprocessing.cpu_count() * 2 + 1))
@@ -21,6 +23,38 @@ accesslog = "-"
 # %(U)s is the path only: the query string may carry access_token or a file name (DESIGN §8).
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms pid=%(p)s'
 forwarded_allow_ips = os.environ.get("MEDIASITE_FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+_embedded_worker = None
+
+
+def _wants_embedded_worker() -> bool:
+    return not os.environ.get("REDIS_URL") and os.environ.get("MEDIASITE_EMBEDDED_WORKER", "true").lower() != "false"
+
+
+def on_starting(server):
+    """On the embedded default (no Redis) start one Celery worker, with the scheduler, beside
+    the web workers: background work (thumbnail pre-generation, scrub, garbage collection)
+    then runs in its own process at a lower priority. With Redis, run `make worker` and
+    `make beat` instead, on as many machines as you like."""
+    global _embedded_worker
+    if not _wants_embedded_worker():
+        return
+    _embedded_worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "mediasite", "worker", "--beat", "--pool", "solo",
+         "--loglevel", "info", "--without-mingle", "--without-gossip", "--without-heartbeat"],
+        preexec_fn=lambda: os.nice(10),
+    )
+    server.log.info("Started the embedded Celery worker (pid %s)", _embedded_worker.pid)
+
+
+def on_exit(server):
+    if _embedded_worker is not None and _embedded_worker.poll() is None:
+        _embedded_worker.terminate()
+        try:
+            _embedded_worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            _embedded_worker.kill()
 
 
 def worker_exit(server, worker):

@@ -155,6 +155,7 @@ def start_server(log_dir: Path, *extra_args: str, **extra_env: str) -> LiveServe
         "MEDIASITE_ACCESS_FLUSH_SECONDS": "0.2",
         "MEDIASITE_WORKERS": "2",
         "MEDIASITE_THUMBNAIL_PREGENERATE": "false",
+        "MEDIASITE_EMBEDDED_WORKER": "false",
         "PORT": str(port),
         **extra_env,
     }

@@ -1,12 +1,29 @@
-"""Celery: Redis when REDIS_URL is set; otherwise tasks run in-process (no server needed)."""
-from .base import env
+"""Celery: Redis when REDIS_URL is set; otherwise a broker that needs no server.
+
+The embedded default keeps messages as files in the data directory (kombu's filesystem
+transport), and `make run` starts one worker process beside gunicorn for them (see
+mediasite/gunicorn_conf.py): background work runs in its own process, at a lower priority, and
+never holds a web worker's GIL.
+"""
+from .base import DATA_DIR, env
 
 REDIS_URL = env.str("REDIS_URL", default="")
 
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+else:
+    BROKER_DIR = DATA_DIR / "broker"
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR),
+        "data_folder_out": str(BROKER_DIR),
+        "control_folder": str(BROKER_DIR / "control"),
+        "polling_interval": 0.5,
+    }
+    # The filesystem transport has no fanout exchange for remote control.
+    CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 CELERY_RESULT_BACKEND = None
-CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
-CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

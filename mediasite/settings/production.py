@@ -5,6 +5,7 @@ from .base import *  # noqa: F401,F403
 from .base import DATA_DIR, SECRET_KEY, env
 
 DATA_DIR.mkdir(parents=True, exist_ok=True)
+(DATA_DIR / "broker" / "control").mkdir(parents=True, exist_ok=True)  # embedded Celery broker
 
 
 def _secret_from_file(name: str) -> str:

@@ -22,6 +22,9 @@ SECRET_KEY = "test-only-secret-key-not-for-production-use-000000000000"
 MEDIASITE["ACCESS_FLUSH_THREAD"] = False
 # Tests that want pre-generated thumbnails turn it on; elsewhere it would race the test's rows.
 MEDIASITE["THUMBNAIL_PREGENERATE"] = False
+# Tasks run inline unless a test hands them to a real worker process.
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_TASK_EAGER_PROPAGATES = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):

@@ -47,12 +47,15 @@ def celery_worker(transactional_db, tmp_path):
     log.close()
 
 
-def test_upload_is_answered_before_thumbnails_are_rendered_by_the_worker(celery_worker, client_for, make_user):
+def test_upload_is_answered_before_thumbnails_are_rendered_by_the_worker(celery_worker, client_for, make_user,
+                                                                         monkeypatch):
+    from mediasite.celery import app
+
+    monkeypatch.setitem(app.conf, "task_always_eager", False)  # to Redis and the worker process
     client = client_for(make_user("alice"))
     buf = io.BytesIO()
     Image.linear_gradient("L").resize((2400, 1800)).convert("RGB").save(buf, "JPEG")
-    with override_settings(MEDIASITE={**settings.MEDIASITE, "THUMBNAIL_PREGENERATE": True},
-                           CELERY_TASK_ALWAYS_EAGER=False):
+    with override_settings(MEDIASITE={**settings.MEDIASITE, "THUMBNAIL_PREGENERATE": True}):
         mxc = upload(client, buf.getvalue())
         assert Thumbnail.objects.count() == 0  # nothing rendered inside the upload request
         deadline = time.monotonic() + 60
@@ -64,3 +67,32 @@ def test_upload_is_answered_before_thumbnails_are_rendered_by_the_worker(celery_
     events = MediaEvent.objects.filter(event_type="media.thumbnail_generated")
     assert {e.payload["media_id"] for e in events} == {mxc.split("/")[1]}
     assert "media_app.thumbnails.pregenerate" in celery_worker.read_text()
+
+
+def test_make_run_without_redis_starts_its_own_worker(transactional_db, tmp_path, make_user, make_token):
+    """The embedded default: a filesystem broker and a worker process started by gunicorn."""
+    import json
+
+    from tests.conftest import start_server, stop_server
+
+    server = start_server(tmp_path, REDIS_URL="", MEDIASITE_THUMBNAIL_PREGENERATE="true",
+                          MEDIASITE_EMBEDDED_WORKER="true")
+    try:
+        token = make_token(make_user("alice"))
+        buf = io.BytesIO()
+        Image.linear_gradient("L").resize((1200, 900)).convert("RGB").save(buf, "JPEG")
+        import http.client
+
+        conn = http.client.HTTPConnection(*server.host_port, timeout=60)
+        conn.request("POST", "/_matrix/media/v3/upload", body=buf.getvalue(),
+                     headers={"Authorization": f"Bearer {token}"})
+        response = conn.getresponse()
+        assert response.status == 200, response.read()
+        json.loads(response.read())
+        deadline = time.monotonic() + 60
+        while Thumbnail.objects.count() < 5 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert Thumbnail.objects.count() == 5, server.log()[-3000:]
+        assert "Started the embedded Celery worker" in server.log()
+    finally:
+        stop_server(server)
