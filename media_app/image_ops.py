@@ -141,19 +141,15 @@ def probe(
     blocks, stopping as soon as a budget is exceeded; with no effective
     budget the walk costs about 1.6 µs per frame.
     """
-    fp = _seekable(fp)
-    with _pillow_guard():
-        im = _open(fp, max_pixels)
-        with im:
-            _check_pixels(im.size, max_pixels)
-            frames = _count_frames(im, fp, max_pixels, max_total_frame_pixels, max_frames)
-            return ImageInfo(
-                format=_format_of(im),
-                width=im.width,
-                height=im.height,
-                frames=frames,
-                animated=frames > 1,
-            )
+    with _opened(fp, max_pixels) as (im, fp):
+        frames = _count_frames(im, fp, max_pixels, max_total_frame_pixels, max_frames)
+        return ImageInfo(
+            format=_format_of(im),
+            width=im.width,
+            height=im.height,
+            frames=frames,
+            animated=frames > 1,
+        )
 
 
 def render_thumbnail(
@@ -181,18 +177,12 @@ def render_thumbnail(
     a still rendering only ever decodes the first frame.
     """
     _check_request(width, height, method)
-    fp = _seekable(fp)
-    with _pillow_guard():
-        im = _open(fp, max_pixels)
-        with im:
-            _check_pixels(im.size, max_pixels)
-            if animated and _WEBP_WRITABLE and _may_be_animated(im):
-                frames = _count_frames(
-                    im, fp, max_pixels, max_total_frame_pixels, max_frames
-                )
-                if frames > 1:
-                    return _render_animated(im, frames, (width, height), method, max_pixels)
-            return _render_still(im, (width, height), method)
+    with _opened(fp, max_pixels) as (im, fp):
+        if animated and _WEBP_WRITABLE and _may_be_animated(im):
+            frames = _count_frames(im, fp, max_pixels, max_total_frame_pixels, max_frames)
+            if frames > 1:
+                return _render_animated(im, frames, (width, height), method, max_pixels)
+        return _render_still(im, (width, height), method)
 
 
 def render_still_thumbnails(
@@ -208,12 +198,20 @@ def render_still_thumbnails(
     render_thumbnail (never upscaled, orientation applied, metadata stripped)."""
     for width, height, method in boxes:
         _check_request(width, height, method)
+    with _opened(fp, max_pixels) as (im, _):
+        return _render_stills(im, [((w, h), m) for w, h, m in boxes])
+
+
+@contextmanager
+def _opened(fp: FileInput, max_pixels: int) -> Iterator[tuple[Image.Image, IO[bytes]]]:
+    """The image (and its seekable file), opened with only the allowed decoders, its declared
+    size checked before any pixel is decoded, Pillow's failures mapped to ImageError."""
     fp = _seekable(fp)
     with _pillow_guard():
         im = _open(fp, max_pixels)
         with im:
             _check_pixels(im.size, max_pixels)
-            return _render_stills(im, [((w, h), m) for w, h, m in boxes])
+            yield im, fp
 
 
 def _check_request(width: int, height: int, method: str) -> None:
