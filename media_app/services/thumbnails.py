@@ -86,6 +86,11 @@ def _cached(source_id: int, width: int, height: int, method: str, animated: bool
     return thumb
 
 
+def _lock_name(source: Blob, width: int, height: int, method: str, animated: bool) -> str:
+    # On-demand renders and pre-generation must take the same lock for the same rendition.
+    return f"thumbnail:{source.sha256}:{width}x{height}:{method}:{int(animated)}"
+
+
 def thumbnail_get_or_render(*, media: Media, width: int, height: int, method: str, animated: bool) -> Thumbnail:
     """The cached thumbnail of servable `media` for this request, rendering it if needed."""
     if media.media_type not in THUMBNAILABLE_TYPES:
@@ -95,9 +100,8 @@ def thumbnail_get_or_render(*, media: Media, width: int, height: int, method: st
     thumb = _cached(source.pk, width, height, method, animated)
     if thumb is not None:
         return thumb
-    name = f"thumbnail:{source.sha256}:{width}x{height}:{method}:{int(animated)}"
     try:
-        with locks.named_lock(name, timeout=60):
+        with locks.named_lock(_lock_name(source, width, height, method, animated), timeout=60):
             thumb = _cached(source.pk, width, height, method, animated)
             if thumb is None:
                 thumb = _render_and_store(media, source, width, height, method, animated)
@@ -185,8 +189,7 @@ def thumbnails_pregenerate(*, media: Media) -> int:
         return 0
     stored = 0
     for (width, height, method), rendered in zip(missing, renders, strict=True):
-        name = f"thumbnail:{source.sha256}:{width}x{height}:{method}:0"
-        with locks.named_lock(name, timeout=60):
+        with locks.named_lock(_lock_name(source, width, height, method, False), timeout=60):
             if _cached(source.pk, width, height, method, False) is None:  # not served meanwhile
                 _store(media, source, width, height, method, False, rendered)
                 stored += 1
