@@ -18,6 +18,7 @@ THUMBNAIL_GENERATED = "media.thumbnail_generated"
 PURGED = "media.purged"
 QUARANTINED = "media.quarantined"
 RELEASED = "media.released"
+SIGNOFF_REQUESTED = "moderation.requested"
 SIGNED_OFF = "media.signed_off"
 
 

@@ -4,8 +4,7 @@ from .. import errors
 
 def request_body(request) -> tuple[object, int | None]:
     """(readable, declared length or None for a chunked body)."""
-    django_request = getattr(request, "_request", request)
-    meta = django_request.META
+    meta = request.META
     if "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
         # Django sizes its own stream by CONTENT_LENGTH, which a chunked body lacks; the
         # server's input stream decodes the chunks and ends at the last one.
@@ -17,4 +16,4 @@ def request_body(request) -> tuple[object, int | None]:
         raise errors.BadRequest("Invalid Content-Length") from None
     if length < 0:
         raise errors.BadRequest("Invalid Content-Length")
-    return django_request, length
+    return request, length

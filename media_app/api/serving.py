@@ -1,4 +1,5 @@
-"""HTTP side of serving stored bytes: the safety headers of DESIGN §4, ETag/If-None-Match,
+"""Serving stored bytes over HTTP, for the Matrix and native APIs alike: the download and
+thumbnail responses, the safety headers (docs/ARCHITECTURE.md, "Serving"), ETag/If-None-Match,
 single byte ranges and HEAD, with zero-copy sendfile when the bytes are on local disk."""
 import re
 from urllib.parse import quote
@@ -6,6 +7,7 @@ from urllib.parse import quote
 from django.http import FileResponse, HttpResponse
 
 from .. import storage
+from ..services import download, thumbnails
 from ..conf import media_settings
 from ..models import Blob, Media
 
@@ -75,6 +77,36 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if start >= size:
         raise Unsatisfiable()
     return start, min(end, size - 1)
+
+
+def download_response(request, server_name: str, media_id: str, *, file_name: str | None = None):
+    params = request.GET
+    media = download.media_get_servable(
+        server_name=server_name, media_id=media_id,
+        timeout_ms=download.parse_timeout_ms(params.get("timeout_ms")),
+    )
+    # The spec's boolean: only an explicit "true" allows a redirect.
+    allow_redirect = params.get("allow_redirect", "").lower() == "true"
+    response = serve_media(request, media, filename=file_name, allow_redirect=allow_redirect)
+    download.media_record_retrieval(media=media, downloader=request.user)
+    return response
+
+
+def thumbnail_response(request, server_name: str, media_id: str):
+    params = request.GET
+    width, height, method, animated = thumbnails.parse_request(
+        params.get("width"), params.get("height"), params.get("method"), params.get("animated")
+    )
+    media = download.media_get_servable(
+        server_name=server_name, media_id=media_id,
+        timeout_ms=download.parse_timeout_ms(params.get("timeout_ms")),
+    )
+    thumb = thumbnails.thumbnail_get_or_render(
+        media=media, width=width, height=height, method=method, animated=animated
+    )
+    response = serve_thumbnail(request, thumb)
+    download.media_record_retrieval(media=media, downloader=request.user)
+    return response
 
 
 def serve_media(request, media: Media, *, filename: str | None = None, allow_redirect: bool = False) -> HttpResponse:

@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "media_app",
+    "media_app.moderation",
 ]
 
 MIDDLEWARE = [

@@ -1,28 +1,21 @@
 """Native REST API (`/api/v1/`): the same services as the Matrix API, in REST shapes."""
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import generics, status
-from rest_framework.response import Response
-from rest_framework.views import APIView
+from rest_framework.pagination import LimitOffsetPagination
 
 from ...selectors import media_list_for_user
 from ...services import download, upload
 from ..body import request_body
-from ..negotiation import JSONOnlyNegotiation
-from ..media_responses import download_response, thumbnail_response
+from ..endpoint import Endpoint, drf_request, json_response
+from ..serving import download_response, thumbnail_response
 from .serializers import MediaSerializer
 
 _FILENAME = OpenApiParameter("filename", str, description="Original file name, kept encrypted at rest")
 _ERROR = OpenApiResponse(description="Error: {errcode, error, code}")
 
 
-class MediaCollectionView(generics.ListAPIView):
-    content_negotiation_class = JSONOnlyNegotiation
+class MediaCollectionView(Endpoint):
     serializer_class = MediaSerializer
-    parser_classes = []
-
-    def get_queryset(self):
-        return media_list_for_user(user=self.request.user)
 
     @extend_schema(
         summary="Upload media",
@@ -36,27 +29,27 @@ class MediaCollectionView(generics.ListAPIView):
         stream, length = request_body(request)
         media = upload.media_upload(
             uploader=request.user, stream=stream, declared_length=length,
-            upload_name=request.query_params.get("filename"),
+            upload_name=request.GET.get("filename"),
         )
-        return Response(MediaSerializer(media).data, status=status.HTTP_201_CREATED)
+        return json_response(MediaSerializer(media).data, status=201)
 
-    @extend_schema(summary="List your own media")
-    def get(self, request, *args, **kwargs):
-        return super().get(request, *args, **kwargs)
+    @extend_schema(summary="List your own media", responses={200: MediaSerializer(many=True)})
+    def get(self, request):
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(media_list_for_user(user=request.user), drf_request(request), view=self)
+        return paginator.get_paginated_response(MediaSerializer(page, many=True).data).data
 
 
-class MediaDetailView(APIView):
-    content_negotiation_class = JSONOnlyNegotiation
+class MediaDetailView(Endpoint):
+    serializer_class = MediaSerializer
 
     @extend_schema(summary="Media metadata", responses={200: MediaSerializer, 404: _ERROR})
     def get(self, request, server_name, media_id):
         media = download.media_get_metadata(server_name=server_name, media_id=media_id, user=request.user)
-        return Response(MediaSerializer(media).data)
+        return MediaSerializer(media).data
 
 
-class MediaContentView(APIView):
-    content_negotiation_class = JSONOnlyNegotiation
-
+class MediaContentView(Endpoint):
     @extend_schema(
         summary="Media bytes",
         description="Supports HEAD, single byte ranges, ETag / If-None-Match.",
@@ -68,11 +61,7 @@ class MediaContentView(APIView):
         return download_response(request, server_name, media_id)
 
 
-
-
-class MediaThumbnailView(APIView):
-    content_negotiation_class = JSONOnlyNegotiation
-
+class MediaThumbnailView(Endpoint):
     @extend_schema(
         summary="Media thumbnail",
         description="Matrix thumbnail semantics: the smallest configured size at least as large as "

@@ -1,0 +1,61 @@
+"""Four-eyes moderation: the irreversible steps wait here for a second person's sign-off."""
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from ..crypto import EncryptedTextField
+
+
+class ModerationAction(models.TextChoices):
+    DELETE_MEDIA = "delete_media", "Delete media"
+    RELEASE_MEDIA = "release_media", "Release from quarantine"
+    BLOCK_SERVER = "block_server", "Block a server"
+
+
+class RequestStatus(models.TextChoices):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXECUTED = "executed"
+
+
+class ModerationRequest(models.Model):
+    """An irreversible step asked for by one person (or the system) and carried out only when a
+    different staff member approves it. `targets` holds mxc URIs for media actions and server
+    names for BLOCK_SERVER."""
+
+    action = models.CharField(max_length=32, choices=ModerationAction.choices)
+    targets = models.JSONField(default=list)
+    # Null when the system proposed it (retention); any staff member may then decide.
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = EncryptedTextField(blank=True, default="")
+    status = models.CharField(max_length=16, choices=RequestStatus.choices, default=RequestStatus.PENDING)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decision_reason = EncryptedTextField(blank=True, default="")
+    created_ts = models.DateTimeField(default=timezone.now)
+    decided_ts = models.DateTimeField(null=True, blank=True)
+    executed_ts = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_ts", "-id"]
+        indexes = [models.Index(fields=["status", "created_ts"], name="modreq_status_created")]
+
+    def __str__(self):
+        return f"{self.get_action_display()} ({self.status}) #{self.pk}"
+
+
+class BlockedServer(models.Model):
+    """A server whose media is refused with no network contact. Rows become effective only
+    once their ModerationRequest executes (`active`); MEDIASITE_BLOCKED_SERVERS adds more."""
+
+    server_name = models.CharField(max_length=255, unique=True)
+    active = models.BooleanField(default=False)
+    request = models.ForeignKey(ModerationRequest, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_ts = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return self.server_name + ("" if self.active else " (pending)")
