@@ -67,7 +67,7 @@ Work done by another process (a Celery task per remote media)::
         raise
     singleflight.publish_done(flight)
 
-The backend follows the deployment, as ``media_app.locks`` does:
+The backend follows the deployment:
 
 - Redis (``REDIS_URL`` set): the owner is a key set with NX and an expiry (the lease); the end of
   a flight is published on a channel every waiter subscribes to; failures are keys with expiries.
