@@ -410,15 +410,16 @@ class PostgresBackend(Backend):
     def claim(self, key, lease):
         conn = self._connect()
         try:
-            cached = self._failure_row(conn, key, cached_only=True)
-            if cached is not None:
-                raise _error_from_payload(cached)
             if not conn.execute("SELECT pg_try_advisory_lock(%s)", [self._lock_id(key)]).fetchone()[0]:
                 conn.close()
                 return None
+            # Read under the lock: a failure published by the owner we just replaced counts.
+            cached = self._failure_row(conn, key, cached_only=True)
+            if cached is not None:
+                raise _error_from_payload(cached)
             conn.execute(f"DELETE FROM {self._table()} WHERE key = %s", [_digest(key)])
         except BaseException:
-            conn.close()
+            conn.close()  # closing the session releases the lock
             raise
         return Flight(key, secrets.token_hex(16), self, handle=conn)
 
@@ -508,15 +509,17 @@ class FileBackend(Backend):
 
     def claim(self, key, lease):
         lock_path, failure_path = self._paths(key)
-        cached = self._read_failure(failure_path, "cached_until")
-        if cached is not None:
-            raise _error_from_payload(cached)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return None
+        # Read under the lock: a failure published by the owner we just replaced counts.
+        cached = self._read_failure(failure_path, "cached_until")
+        if cached is not None:
+            os.close(fd)  # closing releases the lock
+            raise _error_from_payload(cached)
         failure_path.unlink(missing_ok=True)  # a new flight: the previous one's failure is over
         return Flight(key, secrets.token_hex(16), self, handle=fd)
 

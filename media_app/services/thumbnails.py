@@ -94,6 +94,9 @@ def _cached(source_id: int, width: int, height: int, method: str, animated: bool
 # renderer's claim outlives a crash of its process (Redis; other backends free it at once).
 RENDER_WAIT_SECONDS = 60.0
 RENDER_LEASE_SECONDS = 120.0
+# A source that failed to render (broken, too many pixels) fails the same way next time: its
+# error is answered without decoding again for this long.
+RENDER_FAILURE_TTL_SECONDS = 30.0
 
 
 def thumbnail_flight_key(source: Blob, width: int, height: int, method: str, animated: bool) -> str:
@@ -111,26 +114,33 @@ def thumbnail_get_or_render(*, media: Media, width: int, height: int, method: st
         thumbnail_flight_key(source, width, height, method, animated),
         lookup=lambda: _cached(source.pk, width, height, method, animated),
         compute=lambda: _render_and_store(media, source, width, height, method, animated),
-        timeout=RENDER_WAIT_SECONDS, lease=RENDER_LEASE_SECONDS,
+        timeout=RENDER_WAIT_SECONDS, lease=RENDER_LEASE_SECONDS, failure_ttl=RENDER_FAILURE_TTL_SECONDS,
     )
 
 
 def _render_and_store(media: Media, source: Blob, width: int, height: int, method: str, animated: bool) -> Thumbnail:
-    started = time.monotonic()
-    with storage.open_file(source.storage, source.key) as fh, _image_errors():
+    with _logged_render(source, [(width, height, method)]), \
+            storage.open_file(source.storage, source.key) as fh, _image_errors():
         rendered = image_ops.render_thumbnail(
             fh, width=width, height=height, method=method, animated=animated,
             max_pixels=media_settings.MAX_IMAGE_PIXELS,
             max_total_frame_pixels=media_settings.MAX_THUMBNAIL_FRAME_PIXELS,
         )
-    _log_render(source, [(width, height, method)], started)
     return _store(media, source, width, height, method, animated, rendered)
 
 
-def _log_render(source: Blob, boxes, started: float) -> None:
-    # One line per decode: operators (and the render-once tests) count renders from it.
-    logger.info("Rendered thumbnail(s) %s of blob %s in %.0f ms",
-                " ".join(f"{w}x{h}:{m}" for w, h, m in boxes), source.sha256[:16],
+@contextlib.contextmanager
+def _logged_render(source: Blob, boxes):
+    """One log line per decode, rendered or failed: operators (and the render-once tests)
+    count renders from it."""
+    sizes = " ".join(f"{w}x{h}:{m}" for w, h, m in boxes)
+    started = time.monotonic()
+    try:
+        yield
+    except errors.MediasiteError as exc:
+        logger.info("Thumbnail render %s of blob %s failed: %s", sizes, source.sha256[:16], exc.code)
+        raise
+    logger.info("Rendered thumbnail(s) %s of blob %s in %.0f ms", sizes, source.sha256[:16],
                 (time.monotonic() - started) * 1000)
 
 
@@ -204,10 +214,8 @@ def thumbnails_pregenerate(*, media: Media) -> int:
         if not flights:
             return 0
         boxes = list(flights)
-        started = time.monotonic()
-        with storage.open_file(source.storage, source.key) as fh, _image_errors():
+        with _logged_render(source, boxes), storage.open_file(source.storage, source.key) as fh, _image_errors():
             renders = image_ops.render_still_thumbnails(fh, boxes=boxes, max_pixels=media_settings.MAX_IMAGE_PIXELS)
-        _log_render(source, boxes, started)
         for (width, height, method), rendered in zip(boxes, renders, strict=True):
             _store(media, source, width, height, method, False, rendered)
             singleflight.publish_done(flights.pop((width, height, method)))
@@ -220,11 +228,11 @@ def thumbnails_pregenerate(*, media: Media) -> int:
         _fail_all(flights, exc)
         raise
     except BaseException:
-        _fail_all(flights, errors.InternalError())
+        _fail_all(flights, errors.InternalError(), ttl=0.0)
         raise
 
 
-def _fail_all(flights: dict, error: errors.MediasiteError) -> None:
+def _fail_all(flights: dict, error: errors.MediasiteError, ttl: float = RENDER_FAILURE_TTL_SECONDS) -> None:
     """Requests waiting on pre-generated sizes get the error the renderer met."""
     for flight in flights.values():
-        singleflight.publish_failure(flight, error)
+        singleflight.publish_failure(flight, error, ttl=ttl)
