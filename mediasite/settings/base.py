@@ -141,6 +141,7 @@ MEDIASITE = {
     "OUTBOUND_ALLOWLIST": env.list("MEDIASITE_OUTBOUND_ALLOWLIST", default=[]),
     "BLOCKED_SERVERS": env.list("MEDIASITE_BLOCKED_SERVERS", default=[]),
     "REMOTE_MEDIA_LIFETIME_DAYS": _duration_days(env.str("MEDIASITE_REMOTE_MEDIA_LIFETIME", default="90d")),
+    "REPORT_RATE_LIMIT": env.str("MEDIASITE_REPORT_RATE_LIMIT", default="10/hour"),
 }
 
 LOGGING = {
