@@ -64,6 +64,11 @@ def is_moderator(user) -> bool:
     return bool(user is not None and user.is_active and user.is_staff and user.has_perm(MODERATE_PERMISSION))
 
 
+def require_moderator(user) -> None:
+    """Raise Forbidden unless `user` is an active staff member with the moderate permission."""
+    _require_moderator(user)
+
+
 def _require_moderator(user) -> None:
     if not is_moderator(user):
         raise errors.Forbidden("Only moderators may do this")
@@ -145,6 +150,11 @@ def media_report(*, server_name: str, media_id: str, reporter, reason) -> Modera
 
 
 # --- quarantine and protection (immediate) -------------------------------------------------
+
+def media_for_moderation(*, server_name: str, media_id: str) -> Media:
+    """Any media but deleted, quarantined included, for moderators."""
+    return _media_for(server_name, media_id)
+
 
 def _media_for(server_name: str, media_id: str) -> Media:
     identifiers.validate(server_name, media_id)
@@ -479,3 +489,18 @@ def moderator_create(*, username: str, password: str | None):
             user.save(update_fields=["password"])
         moderator_grant(user=user)
     return user
+
+
+# --- what moderators see -------------------------------------------------------------------
+
+def media_preview_thumbnail(*, media: Media, moderator):
+    """A small thumbnail of any media, quarantined included, for the moderators' list. The
+    admin blurs quarantined previews until clicked; nobody else reaches this."""
+    from ..services import thumbnails
+
+    if not (moderator is not None and moderator.is_active and moderator.is_staff
+            and moderator.has_perm("media_app.view_media")):
+        raise errors.Forbidden()
+    if media.blob_id is None or media.status == MediaStatus.DELETED:
+        raise errors.MediaNotFound()
+    return thumbnails.thumbnail_get_or_render(media=media, width=96, height=96, method="crop", animated=False)
