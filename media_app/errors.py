@@ -134,6 +134,10 @@ class ModerationAlreadyDecided(MediasiteError):
     )
 
 
+class UserNotFound(MediasiteError):
+    code, status, errcode, message = "USER_NOT_FOUND", 404, "M_NOT_FOUND", "User not found"
+
+
 class ModerationRequestNotFound(MediasiteError):
     code, status, errcode, message = "MODERATION_REQUEST_NOT_FOUND", 404, "M_NOT_FOUND", "Moderation request not found"
 

@@ -232,3 +232,22 @@ def test_create_moderator_refuses_weak_passwords(monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("password\n"))
     with pytest.raises(CommandError):
         call_command("create_moderator", "weak", "--password-stdin")
+
+
+@pytest.mark.django_db
+def test_admin_sign_in_locks_out_after_repeated_failures(client, make_moderator):
+    from django.conf import settings
+
+    make_moderator("target")
+    password = "pw-target-Long-enough-1"
+    for attempt in range(1, settings.AXES_FAILURE_LIMIT + 1):
+        failed = client.post("/admin/login/?next=/admin/", {"username": "target", "password": "guess"})
+        # The form again until the limit; the failure that reaches it locks the account out.
+        assert failed.status_code == (429 if attempt == settings.AXES_FAILURE_LIMIT else 200)
+    locked = client.post("/admin/login/?next=/admin/", {"username": "target", "password": password})
+    assert locked.status_code == 429  # even the right password is refused while locked out
+    assert "_auth_user_id" not in client.session
+    # Another account from the same address is not affected.
+    make_moderator("other")
+    ok = client.post("/admin/login/?next=/admin/", {"username": "other", "password": "pw-other-Long-enough-1"})
+    assert ok.status_code == 302
