@@ -188,6 +188,10 @@ def test_rejection_needs_a_reason_and_closes_the_request(alice_client, mod1, mod
         services.moderation_request_approve(request_id=request.pk, moderator=mod2)
     assert media_of(mxc).status == MediaStatus.STORED
     assert MediaEvent.objects.filter(event_type="moderation.rejected").count() == 1
+    # A requester may withdraw (reject) their own request; only approval needs other eyes.
+    mine = services.media_deletion_request(media=[media_of(mxc)], requested_by=mod1)
+    services.moderation_request_reject(request_id=mine.pk, moderator=mod1, reason="withdrawn")
+    assert ModerationRequest.objects.get(pk=mine.pk).status == RequestStatus.REJECTED
 
 
 @pytest.mark.django_db
