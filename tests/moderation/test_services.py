@@ -233,3 +233,20 @@ def test_two_moderators_approving_at_the_same_moment_execute_once(alice_client, 
     assert MediaEvent.objects.filter(event_type="media.signed_off").count() == 1
     assert MediaEvent.objects.filter(event_type="media.purged").count() == 1
     assert ModerationRequest.objects.get().status == RequestStatus.EXECUTED
+
+
+@pytest.mark.django_db
+def test_key_rotation_covers_moderation_reasons():
+    from cryptography.fernet import Fernet
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.test import override_settings
+
+    services.moderation_request_create(action="delete_media", targets=["mxc://test.local/x"], requested_by=None,
+                                       reason="a report text")
+    old_key = settings.MEDIASITE["ENCRYPTION_KEYS"][0]
+    new_key = Fernet.generate_key().decode()
+    with override_settings(MEDIASITE={**settings.MEDIASITE, "ENCRYPTION_KEYS": [new_key, old_key]}):
+        call_command("rotate_encryption_keys")
+    with override_settings(MEDIASITE={**settings.MEDIASITE, "ENCRYPTION_KEYS": [new_key]}):
+        assert ModerationRequest.objects.get().reason == "a report text"
