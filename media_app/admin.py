@@ -1,46 +1,25 @@
-"""Moderators' admin. Media status is read-only here: it changes only through the state machine."""
-from django.contrib import admin
+"""Moderators' admin. Nothing here writes a row itself: lists and pages are read-only (no add, no
+delete, no editable field), and every change is an action that calls a moderation service, so
+it goes through the state machine and leaves events."""
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q
+from django.http import Http404
+from django.urls import path, reverse
+from django.utils.html import format_html
 
-from .models import AccessToken, Blob, Media, MediaEvent
-
-
-@admin.register(Blob)
-class BlobAdmin(admin.ModelAdmin):
-    # integrity/verified_ts are written by verify_media and the scrub task: moderators filter
-    # on "missing"/"corrupt" to find damaged media.
-    list_display = ["sha256", "size", "storage", "integrity", "verified_ts", "quarantined", "created_ts"]
-    list_filter = ["storage", "integrity", "quarantined", "gc_pending"]
-    search_fields = ["sha256"]
-    readonly_fields = ["sha256", "size", "storage", "key", "created_ts", "quarantined", "integrity",
-                       "verified_ts", "gc_pending", "previous_storage"]
-
-
-@admin.register(Media)
-class MediaAdmin(admin.ModelAdmin):
-    list_display = ["media_id", "server_name", "media_type", "media_length", "uploader", "status", "origin", "created_ts"]
-    list_filter = ["status", "origin", "protected"]
-    search_fields = ["media_id", "server_name", "uploader__username"]
-    list_select_related = ["uploader", "blob"]
-    readonly_fields = ["server_name", "media_id", "blob", "media_type", "media_length", "upload_name", "uploader",
-                       "created_ts", "last_access_ts", "status", "quarantined_by", "origin", "unused_expires_at"]
+from . import errors
+from .api import serving
+from .models import AccessToken, Blob, Media, MediaEvent, MediaStatus
+from .moderation import services as moderation
 
 
-@admin.register(AccessToken)
-class AccessTokenAdmin(admin.ModelAdmin):
-    list_display = ["user", "name", "created_ts"]
-    readonly_fields = ["user", "token_hash", "name", "created_ts"]
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """View-only: rows change through services (admin actions), never through a form."""
 
-    def has_add_permission(self, request):
-        return False  # tokens are shown once: `manage.py create_token`
-
-
-@admin.register(MediaEvent)
-class MediaEventAdmin(admin.ModelAdmin):
-    list_display = ["created_ts", "event_type", "server_name", "media_id", "actor"]
-    list_filter = ["event_type"]
-    search_fields = ["media_id"]
-
-    def has_add_permission(self, request):
+    def has_add_permission(self, request, obj=None):
         return False
 
     def has_change_permission(self, request, obj=None):
@@ -48,3 +27,201 @@ class MediaEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def has_moderate_permission(self, request):
+        return moderation.is_moderator(request.user)
+
+
+class ReasonActionForm(ActionForm):
+    reason = forms.CharField(required=False, max_length=moderation.MAX_REASON_CHARS,
+                             widget=forms.TextInput(attrs={"placeholder": "reason", "size": 40}))
+
+
+def action_reason(request) -> str:
+    return request.POST.get("reason", "")
+
+
+def run_service(modeladmin, request, call, success: str) -> None:
+    """Call a service for an admin action and report its outcome as an admin message."""
+    try:
+        result = call()
+    except errors.MediasiteError as exc:
+        modeladmin.message_user(request, exc.message, messages.ERROR)
+        return
+    modeladmin.message_user(request, success.format(result=result), messages.SUCCESS)
+
+
+def preview_html(media: Media) -> str:
+    """A small preview of `media` for moderators, blurred while the media is quarantined (a
+    click reveals it). The image comes from MediaAdmin's staff-only preview view."""
+    if media.blob_id is None or media.status == MediaStatus.DELETED:
+        return "—"
+    if not media.media_type.startswith("image/"):
+        return media.media_type
+    url = reverse("admin:media_app_media_preview", args=[media.pk])
+    if media.is_quarantined:
+        return format_html(
+            '<img src="{}" width="64" height="64" alt="quarantined preview" class="mod-preview mod-blurred" '
+            'style="filter: blur(12px); cursor: pointer" title="Quarantined: click to reveal" '
+            "onclick=\"this.style.filter = this.style.filter ? '' : 'blur(12px)'\">",
+            url,
+        )
+    return format_html('<img src="{}" width="64" height="64" alt="preview" class="mod-preview">', url)
+
+
+class SizeFilter(admin.SimpleListFilter):
+    title = "size"
+    parameter_name = "size"
+    BANDS = {
+        "lt100k": ("< 100 KiB", Q(media_length__lt=100 << 10)),
+        "100k-10m": ("100 KiB – 10 MiB", Q(media_length__gte=100 << 10, media_length__lt=10 << 20)),
+        "gte10m": ("≥ 10 MiB", Q(media_length__gte=10 << 20)),
+    }
+
+    def lookups(self, request, model_admin):
+        return [(key, label) for key, (label, _q) in self.BANDS.items()]
+
+    def queryset(self, request, queryset):
+        band = self.BANDS.get(self.value())
+        return queryset.filter(band[1]) if band else queryset
+
+
+class TypeFilter(admin.SimpleListFilter):
+    title = "type"
+    parameter_name = "type"
+
+    def lookups(self, request, model_admin):
+        return [("image", "image"), ("video", "video"), ("audio", "audio"), ("text", "text"),
+                ("other", "other")]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value is None:
+            return queryset
+        if value == "other":
+            return queryset.exclude(media_type__regex=r"^(image|video|audio|text)/")
+        return queryset.filter(media_type__startswith=value + "/")
+
+
+class ServerFilter(admin.SimpleListFilter):
+    title = "server"
+    parameter_name = "server"
+
+    def lookups(self, request, model_admin):
+        names = Media.objects.order_by().values_list("server_name", flat=True).distinct()[:50]
+        return [(name, name) for name in sorted(names)]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(server_name=self.value()) if self.value() else queryset
+
+
+@admin.register(Media)
+class MediaAdmin(ReadOnlyAdmin):
+    list_display = ["preview", "media_id", "server_name", "media_type", "media_length", "uploader", "status",
+                    "origin", "protected", "created_ts"]
+    list_display_links = ["media_id"]
+    list_filter = ["status", "origin", TypeFilter, ("uploader", admin.RelatedOnlyFieldListFilter), ServerFilter,
+                   SizeFilter, "protected", "created_ts"]
+    date_hierarchy = "created_ts"
+    # "=": exact matches, so a SHA-256 or a media ID finds its row through an index.
+    search_fields = ["=media_id", "=blob__sha256"]
+    search_help_text = "Media ID or SHA-256 of the content"
+    list_select_related = ["uploader", "blob"]
+    list_per_page = 50
+    fields = ["preview", "server_name", "media_id", "content_sha256", "media_type", "media_length", "upload_name",
+              "uploader", "created_ts", "last_access_ts", "status", "quarantined_by", "protected", "origin",
+              "unused_expires_at"]
+    readonly_fields = fields
+    action_form = ReasonActionForm
+    actions = ["quarantine_now", "request_deletion", "request_release", "protect", "unprotect"]
+
+    @admin.display(description="preview")
+    def preview(self, obj):
+        return preview_html(obj)
+
+    @admin.display(description="SHA-256")
+    def content_sha256(self, obj):
+        return obj.blob.sha256 if obj.blob_id else "—"
+
+    @admin.action(description="Quarantine now (content-level)", permissions=["moderate"])
+    def quarantine_now(self, request, queryset):
+        def call():
+            done, skipped = moderation.media_quarantine_many(
+                media=list(queryset.select_related("blob")), moderator=request.user, reason=action_reason(request))
+            return f"{done} media quarantined" + (f", {skipped} protected or without content skipped" if skipped else "")
+
+        run_service(self, request, call, "{result}.")
+
+    @admin.action(description="Request deletion (needs a second moderator)", permissions=["moderate"])
+    def request_deletion(self, request, queryset):
+        run_service(self, request, lambda: moderation.media_deletion_request(
+            media=list(queryset), requested_by=request.user, reason=action_reason(request)),
+            "Deletion requested ({result}); another moderator must approve it.")
+
+    @admin.action(description="Request release from quarantine (needs a second moderator)", permissions=["moderate"])
+    def request_release(self, request, queryset):
+        run_service(self, request, lambda: moderation.media_release_request(
+            media=list(queryset), requested_by=request.user, reason=action_reason(request)),
+            "Release requested ({result}); another moderator must approve it.")
+
+    @admin.action(description="Protect from quarantine", permissions=["moderate"])
+    def protect(self, request, queryset):
+        self._protect(request, queryset, True)
+
+    @admin.action(description="Remove protection", permissions=["moderate"])
+    def unprotect(self, request, queryset):
+        self._protect(request, queryset, False)
+
+    def _protect(self, request, queryset, protected: bool):
+        def call():
+            for media in queryset:
+                moderation.media_protect(media_id=media.media_id, server_name=media.server_name,
+                                         moderator=request.user, protected=protected)
+            return queryset.count()
+
+        run_service(self, request, call, "{result} media " + ("protected." if protected else "unprotected."))
+
+    def get_urls(self):
+        return [
+            path("<int:pk>/preview/", self.admin_site.admin_view(self.preview_view), name="media_app_media_preview"),
+            *super().get_urls(),
+        ]
+
+    def preview_view(self, request, pk):
+        """A thumbnail of any media (quarantined included) for a moderator's eyes only."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        media = Media.objects.select_related("blob").filter(pk=pk).first()
+        if media is None:
+            raise Http404
+        try:
+            thumb = moderation.media_preview_thumbnail(media=media, moderator=request.user)
+        except errors.MediasiteError as exc:
+            raise Http404 from exc
+        response = serving.serve_thumbnail(request, thumb)
+        response["Cache-Control"] = "private, no-store"
+        return response
+
+
+@admin.register(Blob)
+class BlobAdmin(ReadOnlyAdmin):
+    # integrity/verified_ts are written by verify_media and the scrub task: moderators filter
+    # on "missing"/"corrupt" to find damaged media.
+    list_display = ["sha256", "size", "storage", "integrity", "verified_ts", "quarantined", "created_ts"]
+    list_filter = ["storage", "integrity", "quarantined", "gc_pending"]
+    search_fields = ["=sha256"]
+
+
+@admin.register(AccessToken)
+class AccessTokenAdmin(ReadOnlyAdmin):
+    # Tokens are shown once, by `manage.py create_token`; the hash is never displayed.
+    list_display = ["user", "name", "created_ts"]
+    fields = ["user", "name", "created_ts"]
+
+
+@admin.register(MediaEvent)
+class MediaEventAdmin(ReadOnlyAdmin):
+    list_display = ["created_ts", "event_type", "server_name", "media_id", "actor", "payload"]
+    list_filter = ["event_type", "created_ts"]
+    search_fields = ["=media_id"]
+    list_select_related = ["actor"]

@@ -48,6 +48,8 @@ DEFAULTS = {
     # The scheduled scrub re-hashes this many blobs per run, least recently verified first.
     "SCRUB_SAMPLE_BLOBS": 1000,
     "SCRUB_INTERVAL_SECONDS": 3600,
+    # Reports a user may file (`limits` notation: N per second|minute|hour|day).
+    "REPORT_RATE_LIMIT": "10/hour",
 }
 
 

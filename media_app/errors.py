@@ -133,6 +133,31 @@ class MethodNotAllowed(MediasiteError):
     code, status, errcode, message = "METHOD_NOT_ALLOWED", 405, "M_UNRECOGNIZED", "Method not allowed on this endpoint"
 
 
+# Moderation.
+class MediaProtected(MediasiteError):
+    code, status, errcode, message = "MEDIA_PROTECTED", 400, "M_FORBIDDEN", "This media is protected from quarantine"
+
+
+class ModerationSelfApproval(MediasiteError):
+    code, status, errcode, message = (
+        "MODERATION_SELF_APPROVAL", 403, "M_FORBIDDEN", "A request must be approved by someone other than its requester"
+    )
+
+
+class ModerationAlreadyDecided(MediasiteError):
+    code, status, errcode, message = (
+        "MODERATION_ALREADY_DECIDED", 409, "M_UNKNOWN", "This moderation request has already been decided"
+    )
+
+
+class UserNotFound(MediasiteError):
+    code, status, errcode, message = "USER_NOT_FOUND", 404, "M_NOT_FOUND", "User not found"
+
+
+class ModerationRequestNotFound(MediasiteError):
+    code, status, errcode, message = "MODERATION_REQUEST_NOT_FOUND", 404, "M_NOT_FOUND", "Moderation request not found"
+
+
 class InternalError(MediasiteError):
     pass
 

@@ -20,6 +20,11 @@ QUARANTINED = "media.quarantined"
 RELEASED = "media.released"
 SIGNOFF_REQUESTED = "moderation.requested"
 SIGNED_OFF = "media.signed_off"
+SIGNOFF_REJECTED = "moderation.rejected"
+PROTECTED = "media.protected"
+UNPROTECTED = "media.unprotected"
+REPORTED = "media.reported"
+SERVER_BLOCKED = "server.blocked"
 
 
 def send_signal(event_type: str, payload: dict) -> None:

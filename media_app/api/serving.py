@@ -144,8 +144,10 @@ def serve_stored(request, *, alias: str, key: str, size: int, sha256: str, media
         "X-Content-Type-Options": "nosniff",
         "Cross-Origin-Resource-Policy": "cross-origin",
         "Referrer-Policy": "no-referrer",
-        # Content behind an ID never changes, but it may be quarantined: a day, not forever.
-        "Cache-Control": "private, max-age=86400, immutable",
+        # Content behind an ID never changes, but it may be quarantined at any moment: caches
+        # revalidate every use (If-None-Match, answered 304 without a byte once the media
+        # lookup has passed), so a quarantine stops cached copies as well.
+        "Cache-Control": "private, no-cache",
         "ETag": etag,
         "Accept-Ranges": "bytes",
     }

@@ -10,6 +10,8 @@ class ModerationAction(models.TextChoices):
     DELETE_MEDIA = "delete_media", "Delete media"
     RELEASE_MEDIA = "release_media", "Release from quarantine"
     BLOCK_SERVER = "block_server", "Block a server"
+    # A user's report: approving it quarantines the reported media.
+    REVIEW_REPORT = "review_report", "Review a user's report"
 
 
 class RequestStatus(models.TextChoices):
@@ -43,6 +45,9 @@ class ModerationRequest(models.Model):
     class Meta:
         ordering = ["-created_ts", "-id"]
         indexes = [models.Index(fields=["status", "created_ts"], name="modreq_status_created")]
+        # The one permission that lets a staff member act (quarantine, request, decide);
+        # the `moderators` group holds it with the view permissions.
+        permissions = [("moderate", "Can quarantine media, request and decide moderation steps")]
 
     def __str__(self):
         return f"{self.get_action_display()} ({self.status}) #{self.pk}"
@@ -59,3 +64,21 @@ class BlockedServer(models.Model):
 
     def __str__(self):
         return self.server_name + ("" if self.active else " (pending)")
+
+
+class QuarantinedContent(models.Model):
+    """A SHA-256 under hash-level quarantine. Blob.quarantined is the flag the serving path
+    reads; this row outlives the Blob, so content whose bytes were reclaimed after a signed-off
+    deletion still arrives quarantined when someone uploads or fetches it again."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    quarantined_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_ts = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "quarantined content"
+
+    def __str__(self):
+        return self.sha256

@@ -18,7 +18,14 @@ from ..models import Blob, BlobIntegrity
 
 
 class BlobQuarantined(Exception):
-    """The bytes match quarantined content (hash-level quarantine)."""
+    """A rendition's bytes match quarantined content: it is not stored. (Media whose bytes are
+    quarantined is recorded, and arrives quarantined: see blob_store_and_record.)"""
+
+
+def _hash_quarantined(sha256: str) -> bool:
+    from ..moderation.models import QuarantinedContent
+
+    return QuarantinedContent.objects.filter(sha256=sha256).exists()
 
 
 @dataclass
@@ -140,6 +147,12 @@ def blob_store_and_record(*, received: Received, record, thumbnail: bool = False
     """Find or create the Blob for these bytes and return `record(blob, created)`, called in
     the same transaction.
 
+    Bytes under hash-level quarantine are stored and recorded like any others, on a Blob that
+    is (or, when the ban outlived the old row, is created) quarantined, so the serving path
+    hides them; the caller turns the new media's status to quarantined
+    (moderation.services.media_quarantine_on_arrival). Renditions of quarantined bytes raise
+    BlobQuarantined instead.
+
     Deduplication is race-free: the Blob row is locked (so a garbage collector cannot delete it
     under us) or created under the UNIQUE sha256 constraint; a racer that loses the insert
     retries and reuses the winner's row. The file is written before the Blob row commits; a lost
@@ -156,7 +169,7 @@ def blob_store_and_record(*, received: Received, record, thumbnail: bool = False
     stored_in = None
     for _attempt in range(5):
         existing = Blob.objects.filter(sha256=received.sha256).only("pk", "quarantined").first()
-        if existing and existing.quarantined:
+        if existing and existing.quarantined and thumbnail:
             raise BlobQuarantined()
         if existing is None and stored_in is None:
             stored_in = storage.backend_for_new_blobs(thumbnail=thumbnail)
@@ -182,6 +195,9 @@ def blob_store_and_record(*, received: Received, record, thumbnail: bool = False
                         size=received.size,
                         storage=stored_in,
                         key=key,
+                        # Content quarantined earlier, whose bytes were since reclaimed: the
+                        # ban outlives the row, so the new row is born quarantined.
+                        quarantined=_hash_quarantined(received.sha256),
                     )
                     if not storage.exists(stored_in, key):
                         storage.put_file(stored_in, key, received.path, keep_source=True)

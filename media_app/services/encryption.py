@@ -6,7 +6,8 @@ from .. import crypto
 
 
 def _encrypted_columns():
-    for model in apps.get_app_config("media_app").get_models():
+    # Every app's models: the moderation app's report texts and reasons are encrypted too.
+    for model in apps.get_models():
         for field in model._meta.concrete_fields:
             if isinstance(field, crypto.EncryptedTextField):
                 yield model, field

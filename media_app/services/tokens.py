@@ -50,9 +50,13 @@ def token_user(*, token: str):
 
 
 def user_get_or_create(*, username: str, admin: bool = False):
+    """The user named `username`, created if needed. `admin` makes them a moderator (staff, in
+    the `moderators` group, not a superuser): a token for the admin API; to sign in to the
+    Django admin they also need a password (`manage.py create_moderator`)."""
+    from ..moderation.services import moderator_grant
+
     User = get_user_model()
     user, _ = User.objects.get_or_create(username=username)
-    if admin and not (user.is_staff and user.is_superuser):
-        user.is_staff = user.is_superuser = True
-        user.save(update_fields=["is_staff", "is_superuser"])
+    if admin:
+        moderator_grant(user=user)
     return user

@@ -11,11 +11,8 @@ from ..state import Actor, create, transition
 from . import identifiers, sniffing
 from ..background import enqueue_on_commit
 from .thumbnails import THUMBNAILABLE_TYPES
-from .blobs import BlobQuarantined, Received, blob_store_and_record, receive_body
-
-
-class MediaContentBlocked(errors.MediasiteError):
-    code, status, errcode, message = "MEDIA_CONTENT_BLOCKED", 403, "M_FORBIDDEN", "This content has been removed and may not be uploaded again"
+from ..moderation.services import media_quarantine_on_arrival
+from .blobs import Received, blob_store_and_record, receive_body
 
 
 class TooManyPendingUploads(errors.RateLimited):
@@ -58,16 +55,17 @@ def _store_and_record(*, received: Received, record) -> Media:
     def record_with_events(blob: Blob, created: bool) -> Media:
         media = record(blob)
         _record_upload_events(media, blob, created)
-        if media_settings.THUMBNAIL_PREGENERATE and media.media_type in THUMBNAILABLE_TYPES:
+        # Bytes under hash-level quarantine are accepted and arrive quarantined: the uploader
+        # learns nothing about the ban, and moderators see the attempt.
+        media_quarantine_on_arrival(media=media, blob=blob)
+        if (media_settings.THUMBNAIL_PREGENERATE and media.media_type in THUMBNAILABLE_TYPES
+                and media.status == MediaStatus.STORED):
             from ..tasks.thumbnails import pregenerate_thumbnails
 
             enqueue_on_commit(pregenerate_thumbnails, media.pk)
         return media
 
-    try:
-        return blob_store_and_record(received=received, record=record_with_events)
-    except BlobQuarantined as exc:
-        raise MediaContentBlocked() from exc
+    return blob_store_and_record(received=received, record=record_with_events)
 
 
 def media_upload(*, uploader, stream, declared_length: int | None, upload_name: str | None) -> Media:

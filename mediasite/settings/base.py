@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "media_app",
     "media_app.moderation",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -44,6 +45,29 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a locked-out sign-in into its lockout response.
+    "axes.middleware.AxesMiddleware",
+]
+
+# Admin sign-in is protected against guessing (django-axes): after AXES_FAILURE_LIMIT failures
+# for one username from one address, that pair is locked out for the cool-off time. API tokens
+# are not passwords (256 random bits) and are not affected.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("MEDIASITE_ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("MEDIASITE_ADMIN_LOGIN_COOLOFF_HOURS", default=1.0)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# Sign-in passwords never reach the attempt log.
+AXES_SENSITIVE_PARAMETERS = ["password"]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
 ROOT_URLCONF = "mediasite.urls"
@@ -141,6 +165,7 @@ MEDIASITE = {
     "OUTBOUND_ALLOWLIST": env.list("MEDIASITE_OUTBOUND_ALLOWLIST", default=[]),
     "BLOCKED_SERVERS": env.list("MEDIASITE_BLOCKED_SERVERS", default=[]),
     "REMOTE_MEDIA_LIFETIME_DAYS": _duration_days(env.str("MEDIASITE_REMOTE_MEDIA_LIFETIME", default="90d")),
+    "REPORT_RATE_LIMIT": env.str("MEDIASITE_REPORT_RATE_LIMIT", default="10/hour"),
 }
 
 LOGGING = {

@@ -58,7 +58,9 @@ def test_create_token_command_prints_the_token_last(capsys, client):
     response = client.get("/_matrix/client/v1/media/config", HTTP_AUTHORIZATION=f"Bearer {token}")
     assert response.status_code == 200
     row = AccessToken.objects.get(user__username="carol")
-    assert row.user.is_staff and row.user.is_superuser
+    # --admin makes a moderator (staff, in `moderators`), never a superuser.
+    assert row.user.is_staff and not row.user.is_superuser
+    assert row.user.groups.filter(name="moderators").exists()
     assert row.token_hash == hash_token(token)
     call_command("create_token", "carol")
     assert AccessToken.objects.filter(user__username="carol").count() == 2

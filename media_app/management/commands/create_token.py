@@ -8,7 +8,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("username")
-        parser.add_argument("--admin", action="store_true", help="make the user a staff superuser (moderator)")
+        parser.add_argument("--admin", action="store_true", help="make the user a moderator: staff and in the moderators group, not a superuser")
         parser.add_argument("--name", default="", help="a label for the token")
 
     def handle(self, *args, username, admin, name, **options):

@@ -1,0 +1,140 @@
+"""The review queue, the server block list and the quarantined hashes. Decisions are admin
+actions calling the moderation services; nothing is edited or deleted through a form."""
+from django import forms
+from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from ..admin import ReadOnlyAdmin, ReasonActionForm, action_reason, preview_html, run_service
+from .. import errors
+from ..models import Media
+from ..services import identifiers
+from . import services
+from .models import BlockedServer, ModerationAction, ModerationRequest, QuarantinedContent, RequestStatus
+
+
+class QueueStatusFilter(admin.SimpleListFilter):
+    """The queue opens on what waits for a decision."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [*RequestStatus.choices, ("all", "All")]
+
+    def queryset(self, request, queryset):
+        value = self.value() or RequestStatus.PENDING
+        return queryset if value == "all" else queryset.filter(status=value)
+
+    def choices(self, changelist):
+        current = self.value() or RequestStatus.PENDING
+        for value, label in self.lookup_choices:
+            yield {
+                "selected": current == value,
+                "query_string": changelist.get_query_string({self.parameter_name: value}),
+                "display": label,
+            }
+
+
+@admin.register(ModerationRequest)
+class ModerationRequestAdmin(ReadOnlyAdmin):
+    list_display = ["id", "action", "target_list", "requested_by_name", "reason", "status", "decided_by",
+                    "decision_reason", "created_ts"]
+    list_filter = [QueueStatusFilter, "action"]
+    list_select_related = ["requested_by", "decided_by"]
+    fields = ["action", "target_list", "requested_by_name", "reason", "status", "decided_by", "decision_reason",
+              "created_ts", "decided_ts", "executed_ts"]
+    readonly_fields = fields
+    action_form = ReasonActionForm
+    actions = ["approve", "reject"]
+
+    @admin.display(description="requested by")
+    def requested_by_name(self, obj):
+        if obj.requested_by_id is None:
+            return "system"
+        return obj.requested_by.get_username()
+
+    @admin.display(description="targets")
+    def target_list(self, obj):
+        if obj.action == ModerationAction.BLOCK_SERVER:
+            return ", ".join(obj.targets)
+        rows = []
+        for uri in obj.targets[:5]:
+            server_name, _, media_id = uri.removeprefix("mxc://").partition("/")
+            media = Media.objects.select_related("blob").filter(server_name=server_name, media_id=media_id).first()
+            link = reverse("admin:media_app_media_changelist") + f"?q={media_id}"
+            rows.append((preview_html(media) if media else "—", link, uri))
+        more = f" and {len(obj.targets) - 5} more" if len(obj.targets) > 5 else ""
+        return format_html("{}{}", format_html_join(" ", '{} <a href="{}">{}</a>', rows), more)
+
+    @admin.action(description="Approve and execute (four eyes: not your own request)", permissions=["moderate"])
+    def approve(self, request, queryset):
+        for item in queryset.filter(status=RequestStatus.PENDING):
+            run_service(self, request, lambda: services.moderation_request_approve(
+                request_id=item.pk, moderator=request.user), "Request #{result.pk} approved and executed.")
+
+    @admin.action(description="Reject (give the reason in the box)", permissions=["moderate"])
+    def reject(self, request, queryset):
+        for item in queryset.filter(status=RequestStatus.PENDING):
+            run_service(self, request, lambda: services.moderation_request_reject(
+                request_id=item.pk, moderator=request.user, reason=action_reason(request)),
+                "Request #{result.pk} rejected.")
+
+
+class BlockRequestForm(forms.ModelForm):
+    reason = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+    class Meta:
+        model = BlockedServer
+        fields = ["server_name"]
+
+    def clean_server_name(self):
+        name = self.cleaned_data["server_name"].strip().lower()
+        try:
+            identifiers.validate(name, "x")
+        except errors.MediasiteError as exc:
+            raise forms.ValidationError(exc.message) from exc
+        if identifiers.is_local(name):
+            raise forms.ValidationError("This server cannot block itself")
+        return name
+
+
+@admin.register(BlockedServer)
+class BlockedServerAdmin(ReadOnlyAdmin):
+    """The block list with its pending entries. "Add" files a block request through the service;
+    the entry becomes active only when another moderator approves it in the queue."""
+
+    list_display = ["server_name", "active", "request_link", "created_ts"]
+    list_filter = ["active"]
+    search_fields = ["server_name"]
+    form = BlockRequestForm
+
+    def has_add_permission(self, request, obj=None):
+        return services.is_moderator(request.user)
+
+    def get_fields(self, request, obj=None):
+        return ["server_name", "reason"] if obj is None else ["server_name", "active", "request_link", "created_ts"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.get_fields(request, obj)
+
+    @admin.display(description="request")
+    def request_link(self, obj):
+        if obj.request_id is None:
+            return "—"
+        url = reverse("admin:moderation_moderationrequest_change", args=[obj.request_id])
+        return format_html('<a href="{}">#{} ({})</a>', url, obj.request_id, obj.request.status)
+
+    def save_model(self, request, obj, form, change):
+        request_row = services.server_block_request(
+            server_name=form.cleaned_data["server_name"], requested_by=request.user,
+            reason=form.cleaned_data.get("reason", ""))
+        # The service created the row; the admin only needs its key for the messages that follow.
+        created = BlockedServer.objects.get(request=request_row)
+        obj.pk, obj.server_name, obj._state.adding = created.pk, created.server_name, False
+
+
+@admin.register(QuarantinedContent)
+class QuarantinedContentAdmin(ReadOnlyAdmin):
+    list_display = ["sha256", "quarantined_by", "created_ts"]
+    search_fields = ["=sha256"]

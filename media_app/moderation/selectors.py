@@ -1,0 +1,67 @@
+"""Read-side queries for moderators and the admin API."""
+from datetime import datetime, timezone as dt_timezone
+
+from django.contrib.auth import get_user_model
+from django.db.models import F, Q
+
+from .. import errors
+from ..conf import media_settings
+from ..models import Media, MediaOrigin, MediaStatus
+
+USER_MEDIA_ORDER = {
+    "media_id": "media_id",
+    "upload_name": "upload_name",
+    "created_ts": "created_ts",
+    "last_access_ts": "last_access_ts",
+    "media_length": "media_length",
+    "media_type": "media_type",
+    "quarantined_by": "quarantined_by__username",
+    "safe_from_quarantine": "protected",
+}
+
+
+def user_for_matrix_id(user_id: str):
+    """A local user from a Matrix ID (`@alice:server`) or a bare username."""
+    if user_id.startswith("@"):
+        localpart, _, server_name = user_id[1:].partition(":")
+        if server_name != media_settings.SERVER_NAME:
+            raise errors.InvalidParam("Can only look up local users")
+        user_id = localpart
+    user = get_user_model().objects.filter(username=user_id).first()
+    if user is None:
+        raise errors.UserNotFound()
+    return user
+
+
+def matrix_id(user) -> str | None:
+    return None if user is None else f"@{user.get_username()}:{media_settings.SERVER_NAME}"
+
+
+def media_of_user(*, user, order_by: str | None, direction: str | None):
+    """Local media `user` uploaded, in Synapse's orders (default: newest first)."""
+    if order_by is None and direction is None:
+        order_by, direction = "created_ts", "b"
+    field = USER_MEDIA_ORDER.get(order_by or "created_ts")
+    if field is None:
+        raise errors.InvalidParam("Unknown order_by")
+    if direction not in (None, "f", "b"):
+        raise errors.InvalidParam("dir must be f or b")
+    expression = F(field).desc(nulls_last=True) if direction == "b" else F(field).asc(nulls_first=True)
+    return (
+        Media.objects.select_related("quarantined_by")
+        .filter(uploader=user, origin=MediaOrigin.LOCAL)
+        .exclude(status=MediaStatus.DELETED)
+        .order_by(expression, "media_id")
+    )
+
+
+def local_media_unused_since(*, before_ts_ms: int, size_gt: int):
+    """Local media last used (or, never used, created) before the timestamp; like Synapse's
+    delete-by-date, quarantined and protected media are left out."""
+    before = datetime.fromtimestamp(before_ts_ms / 1000, tz=dt_timezone.utc)
+    return (
+        Media.objects.filter(origin=MediaOrigin.LOCAL, status=MediaStatus.STORED, protected=False,
+                             media_length__gt=size_gt)
+        .filter(Q(last_access_ts__lt=before) | Q(last_access_ts__isnull=True, created_ts__lt=before))
+        .order_by("created_ts", "pk")
+    )
