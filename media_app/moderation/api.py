@@ -2,6 +2,9 @@
 (`/_synapse/admin/v1/…`, staff only), in Synapse's JSON shapes. Quarantine and protection act at
 once; deletions and releases are requests for a second moderator and answer 202 with the
 request's ID."""
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+
 from ..api.endpoint import Access, Endpoint, json_response, read_json
 from ..conf import media_settings
 from .. import errors
@@ -48,6 +51,14 @@ class ModeratorEndpoint(Endpoint):
 class MediaReportView(Endpoint):
     access = Access.TOKEN
 
+    @extend_schema(
+        summary="Report media to the moderators",
+        description="Puts the media in the moderators' review queue. The reason is stored encrypted. "
+        "Rate-limited per user (429 with Retry-After).",
+        request=inline_serializer("MediaReport", {"reason": serializers.CharField(required=False)}),
+        responses={200: OpenApiResponse(description="{}"), 404: OpenApiResponse(description="Unknown media"),
+                   429: OpenApiResponse(description="Too many reports")},
+    )
     def post(self, request, server_name, media_id):
         body = read_json(request)
         services.media_report(server_name=server_name, media_id=media_id, reporter=request.user,
@@ -56,7 +67,6 @@ class MediaReportView(Endpoint):
 
 
 class QuarantineMediaView(ModeratorEndpoint):
-
     def post(self, request, server_name, media_id):
         services.media_quarantine(server_name=server_name, media_id=media_id, moderator=request.user,
                                   reason=read_json(request).get("reason", ""))
@@ -64,7 +74,6 @@ class QuarantineMediaView(ModeratorEndpoint):
 
 
 class UnquarantineMediaView(ModeratorEndpoint):
-
     def post(self, request, server_name, media_id):
         media = services.media_for_moderation(server_name=server_name, media_id=media_id)
         if not media.is_quarantined:
@@ -87,14 +96,12 @@ class UnprotectMediaView(ProtectMediaView):
 
 
 class UserMediaQuarantineView(ModeratorEndpoint):
-
     def post(self, request, user_id):
         user = selectors.user_for_matrix_id(user_id)
         return {"num_quarantined": services.user_media_quarantine(user=user, moderator=request.user)}
 
 
 class UserMediaListView(ModeratorEndpoint):
-
     def get(self, request, user_id):
         user = selectors.user_for_matrix_id(user_id)
         start = _int_param(request, "from", 0)
@@ -124,7 +131,28 @@ class UserMediaListView(ModeratorEndpoint):
         return body
 
 
-class DeleteMediaView(ModeratorEndpoint):
+class MediaAdminView(ModeratorEndpoint):
+    def get(self, request, server_name, media_id):
+        """Synapse's "query a piece of media by ID" (quarantined media included)."""
+        media = services.media_for_moderation(server_name=server_name, media_id=media_id)
+        return {
+            "media_info": {
+                "media_origin": media.server_name,
+                "user_id": selectors.matrix_id(media.uploader),
+                "media_id": media.media_id,
+                "media_type": media.media_type,
+                "media_length": media.media_length,
+                "upload_name": media.upload_name,
+                "created_ts": _ms(media.created_ts),
+                "filesystem_id": media.media_id,
+                "url_cache": None,
+                "last_access_ts": _ms(media.last_access_ts),
+                "quarantined_by": selectors.matrix_id(media.quarantined_by) if media.is_quarantined else None,
+                "authenticated": True,
+                "safe_from_quarantine": media.protected,
+                "sha256": media.blob.sha256 if media.blob_id else None,
+            }
+        }
 
     def delete(self, request, server_name, media_id):
         if server_name != media_settings.SERVER_NAME:
@@ -136,7 +164,6 @@ class DeleteMediaView(ModeratorEndpoint):
 
 
 class DeleteMediaBeforeView(ModeratorEndpoint):
-
     def post(self, request):
         before_ts = _int_param(request, "before_ts")
         size_gt = _int_param(request, "size_gt", 0)

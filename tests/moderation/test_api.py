@@ -128,6 +128,9 @@ def test_delete_by_id_answers_202_with_the_pending_request(alice_client, mod_cli
     body = response.json()
     assert body["deleted_media"] == [] and body["total"] == 0 and body["pending_media"] == [mxc.split("/")[1]]
     assert status_of(mxc) == MediaStatus.STORED  # nothing happens before a second moderator signs off
+    info = mod_client.get(f"{ADMIN}/media/{mxc}").json()["media_info"]
+    assert info["media_id"] == mxc.split("/")[1] and info["user_id"] == "@alice:test.local"
+    assert info["media_length"] == len(IMAGE) and info["safe_from_quarantine"] is False and len(info["sha256"]) == 64
     services.moderation_request_approve(request_id=body["request_id"], moderator=mod2)
     assert status_of(mxc) == MediaStatus.DELETED
     assert mod_client.delete(f"{ADMIN}/media/remote.example/abc").json()["errcode"] == "M_INVALID_PARAM"

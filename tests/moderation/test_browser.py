@@ -59,8 +59,8 @@ def sign_in(browser, base_url: str, username: str):
     page.goto(f"{base_url}/admin/login/?next=/admin/")
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", PASSWORDS[username])
-    page.click("input[type=submit]")
-    page.wait_for_url(f"{base_url}/admin/")
+    with page.expect_navigation(url=f"{base_url}/admin/"):
+        page.click("input[type=submit]")
     return page
 
 
@@ -69,8 +69,8 @@ def run_action(page, pk: int, action: str, reason: str = "") -> str:
     page.select_option("select[name=action]", action)
     if reason:
         page.fill("input[name=reason]", reason)
-    page.click("button[name=index]")
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.click("button[name=index]")
     return page.inner_text("ul.messagelist")
 
 

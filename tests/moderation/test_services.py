@@ -250,3 +250,19 @@ def test_key_rotation_covers_moderation_reasons():
         call_command("rotate_encryption_keys")
     with override_settings(MEDIASITE={**settings.MEDIASITE, "ENCRYPTION_KEYS": [new_key]}):
         assert ModerationRequest.objects.get().reason == "a report text"
+
+
+@pytest.mark.django_db
+def test_no_cached_copy_outlives_a_quarantine(alice_client, mod1):
+    mxc = upload(alice_client, IMAGE)
+    first = alice_client.get(download_url(mxc))
+    assert first["Cache-Control"] == "private, no-cache"  # caches must ask again before each use
+    etag = first["ETag"]
+    assert alice_client.get(download_url(mxc), HTTP_IF_NONE_MATCH=etag).status_code == 304
+    thumb = alice_client.get(thumb_url(mxc))
+    assert thumb["Cache-Control"] == "private, no-cache"
+    quarantine(mxc, mod1)
+    # The revalidation a cache makes is refused, so it cannot serve its stored copy as fresh.
+    revalidated = alice_client.get(download_url(mxc), HTTP_IF_NONE_MATCH=etag)
+    assert revalidated.status_code == 404 and revalidated.json()["code"] == "MEDIA_QUARANTINED"
+    assert alice_client.get(thumb_url(mxc), HTTP_IF_NONE_MATCH=thumb["ETag"]).status_code == 404
