@@ -147,7 +147,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Every handler carries the redaction filter (tokens, file names, query strings, reasons):
+    # see mediasite/log_redaction.py. A handler added here must list it too.
+    "filters": {"redact": {"()": "mediasite.log_redaction.RedactingFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": env.str("MEDIASITE_LOG_LEVEL", default="INFO")},
     "loggers": {
         # django.request logs request.path only (never the query string, where access_token
