@@ -74,6 +74,10 @@ class RateLimited(MediasiteError):
         return {**super().as_dict(), "retry_after_ms": self.retry_after_ms}
 
 
+class QuotaExceeded(MediasiteError):
+    code, status, errcode, message = "QUOTA_EXCEEDED", 403, "M_FORBIDDEN", "Your media quota is used up"
+
+
 class MediaNotYetUploaded(MediasiteError):
     code, status, errcode, message = "MEDIA_NOT_YET_UPLOADED", 504, "M_NOT_YET_UPLOADED", "Media has not been uploaded yet"
 
