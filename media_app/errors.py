@@ -101,6 +101,13 @@ class StorageUnavailable(MediasiteError):
         super().__init__(message, headers={"Retry-After": "5"})
 
 
+class HomeserverUnavailable(MediasiteError):
+    code, status, errcode, message = "AUTH_HOMESERVER_UNAVAILABLE", 503, "M_UNKNOWN", "Cannot verify the access token with the homeserver right now"
+
+    def __init__(self, message=None):
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
 class InvalidParam(MediasiteError):
     code, status, errcode, message = "INVALID_PARAM", 400, "M_INVALID_PARAM", "Invalid parameter"
 

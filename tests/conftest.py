@@ -205,3 +205,10 @@ def pytest_report_header(config):
     db = settings.DATABASES["default"]
     return [f"mediasite: database {db['ENGINE'].rsplit('.', 1)[-1]} {db['NAME']}, "
             f"redis {'on' if os.environ.get('REDIS_URL') else 'off'}, CI={IN_CI}"]
+
+
+def pytest_collection_modifyitems(config, items):
+    # Interop tests start real Matrix software; `make test-interop` runs them (-m interop).
+    for item in items:
+        if "tests/interop/" in item.nodeid:
+            item.add_marker(pytest.mark.interop)
