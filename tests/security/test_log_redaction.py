@@ -86,3 +86,14 @@ def test_production_settings_refuse_debug(monkeypatch):
     with pytest.raises(ImproperlyConfigured):
         importlib.import_module("mediasite.settings.production")
     sys.modules.pop("mediasite.settings.production", None)
+
+
+def test_celery_prints_task_arguments_with_every_string_replaced():
+    from mediasite.celery import _redact_task_arguments
+
+    headers = {"argsrepr": "(12, 'Canary name.png')", "kwargsrepr": "{'reason': 'Canary'}"}
+    body = ((12, "Canary name.png", None), {"reason": "Canary typed reason", "media_pk": 7}, {})
+    _redact_task_arguments(body=body, headers=headers)
+    assert headers == {"argsrepr": "(12, '[REDACTED]', None)",
+                       "kwargsrepr": "{'reason': '[REDACTED]', 'media_pk': 7}"}
+    assert body[0][1] == "Canary name.png"  # the task itself still gets its arguments
