@@ -156,6 +156,9 @@ def start_server(log_dir: Path, *extra_args: str, **extra_env: str) -> LiveServe
         "MEDIASITE_WORKERS": "2",
         "MEDIASITE_THUMBNAIL_PREGENERATE": "false",
         "MEDIASITE_EMBEDDED_WORKER": "false",
+        # Load tests upload hundreds of files from 127.0.0.1: rate limits off unless asked for.
+        "MEDIASITE_UPLOAD_RATE_PER_USER": "",
+        "MEDIASITE_UPLOAD_RATE_PER_IP": "",
         "PORT": str(port),
         **extra_env,
     }
