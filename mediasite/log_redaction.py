@@ -43,16 +43,31 @@ _DOWNLOAD_NAME = re.compile(r"(/download/[^/\s?]+/[^/\s?]+)/(?!\[REDACTED\])[^?\
 _QUERY = re.compile(r"(?<=[^\s?])\?[^\s\"'<>]+")
 
 
+_OTHER_TOKEN_PREFIXES = ("syt_", "mct_", "mat_")
+_SCHEMES = ("bearer", "basic", "x-matrix")
+# Every key of _SECRET_KEYS and _TEXT_KEYS contains one of these.
+_KEY_WORDS = ("token", "authorization", "password", "secret", "name", "reason", "comment", "note")
+
+
 def redact(text: str) -> str:
     """The text with every secret and personal string replaced by MARK."""
     if not text:
         return text
-    text = _MST_TOKEN.sub("mst_" + MARK, text)
-    text = _OTHER_TOKENS.sub(MARK, text)
-    text = _BEARER.sub(lambda m: f"{m.group(1)} {MARK}", text)
-    text = _KEY_VALUE.sub(lambda m: (m.group("key") or m.group("tkey")) + MARK, text)
-    text = _DOWNLOAD_NAME.sub(lambda m: f"{m.group(1)}/{MARK}", text)
-    text = _QUERY.sub("?" + MARK, text)
+    # Each pattern runs only when a word it needs is present: an access-log line is redacted
+    # on every request, and most lines need none of them.
+    lower = text.lower()
+    if "mst_" in text:
+        text = _MST_TOKEN.sub("mst_" + MARK, text)
+    if any(prefix in text for prefix in _OTHER_TOKEN_PREFIXES):
+        text = _OTHER_TOKENS.sub(MARK, text)
+    if any(scheme in lower for scheme in _SCHEMES):
+        text = _BEARER.sub(lambda m: f"{m.group(1)} {MARK}", text)
+    if any(key in lower for key in _KEY_WORDS):
+        text = _KEY_VALUE.sub(lambda m: (m.group("key") or m.group("tkey")) + MARK, text)
+    if "/download/" in text:
+        text = _DOWNLOAD_NAME.sub(lambda m: f"{m.group(1)}/{MARK}", text)
+    if "?" in text:
+        text = _QUERY.sub("?" + MARK, text)
     return text
 
 
@@ -66,10 +81,21 @@ def _redact_path(path: str) -> str:
 _SECRET_ATOMS = {"q", "{authorization}i", "{cookie}i", "{x-forwarded-for}i"}
 
 
-def _redact_atoms(atoms: dict) -> dict:
+# Atoms gunicorn computes itself (address, method, status, sizes, times, pid): nothing to redact.
+_PLAIN_ATOMS = {"h", "l", "u", "t", "m", "H", "s", "B", "b", "T", "D", "M", "L", "p"}
+_ATOM_REF = re.compile(r"%\(([^)]+)\)")
+
+
+def _redact_atoms(fmt: str, atoms: dict) -> dict:
+    # gunicorn's atoms hold every request header and environ entry; only the ones the format
+    # prints are kept (and redacted), the rest never reach the line anyway.
     cleaned = {}
-    for key, value in atoms.items():
-        if not isinstance(value, str):
+    for key in _ATOM_REF.findall(fmt):
+        try:
+            value = atoms[key]  # gunicorn's SafeAtoms: header names any case, "-" when absent
+        except KeyError:
+            value = "-"
+        if not isinstance(value, str) or key in _PLAIN_ATOMS:
             cleaned[key] = value
         elif key in _SECRET_ATOMS or "authorization" in key or "cookie" in key or "token" in key:
             cleaned[key] = MARK if value and value != "-" else value
@@ -87,11 +113,13 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             if isinstance(record.args, dict) and "U" in record.args and "s" in record.args:
-                record.args = _redact_atoms(record.args)  # a gunicorn access-log line
-            message = record.getMessage()
+                # A gunicorn access-log line: the operator's format around redacted atoms.
+                message = str(record.msg) % _redact_atoms(str(record.msg), record.args)
+            else:
+                message = redact(record.getMessage())
         except Exception:  # a broken format string must not lose the record
-            message = f"{record.msg!r} {record.args!r}"
-        record.msg, record.args = redact(message), None
+            message = redact(f"{record.msg!r} {record.args!r}")
+        record.msg, record.args = message, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
