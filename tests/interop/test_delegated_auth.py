@@ -83,3 +83,17 @@ def test_cached_answers_survive_a_homeserver_outage_and_new_tokens_get_503(tmp_p
 @pytest.mark.django_db
 def test_without_a_homeserver_foreign_tokens_are_unknown(synapse):
     assert _upload(_client(synapse.token)).status_code == 401
+
+
+@pytest.mark.django_db
+def test_uncached_lookups_are_rate_limited_per_address(delegated):
+    from media_app import ratelimit
+
+    ratelimit.reset()
+    with override_settings(MEDIASITE={**settings.MEDIASITE, "HOMESERVER_URL": delegated.url,
+                                      "HOMESERVER_LOOKUP_RATE_PER_IP": "2/minute"}):
+        assert _upload(_client("syt_random_guess_one")).status_code == 401
+        assert _upload(_client("syt_random_guess_two")).status_code == 401
+        response = _upload(_client("syt_random_guess_three"))
+        assert response.status_code == 429 and response["Retry-After"]
+    ratelimit.reset()

@@ -140,3 +140,12 @@ def test_staff_edit_quotas_in_the_admin(admin_client, alice):
     assert response.status_code == 302, response.content[:2000]
     assert UserQuota.objects.get(user=alice).max_bytes == 5000
     assert b"bytes used" in admin_client.get("/admin/media_app/userquota/").content.lower()
+
+
+@pytest.mark.django_db
+def test_an_unreachable_counter_store_lets_uploads_through_and_says_so(alice_client, caplog):
+    with override_settings(REDIS_URL="redis://127.0.0.1:1/0"), _mediasite(UPLOAD_RATE_PER_USER="1/minute"):
+        assert _upload(alice_client, b"1").status_code == 200
+        assert _upload(alice_client, b"2").status_code == 200
+    assert "Rate-limit storage unavailable" in caplog.text
+    ratelimit._limiter.cache_clear()
