@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
 
-.PHONY: run test lint install install-dev migrate worker beat bench clean
+.PHONY: run test test-interop lint install install-dev migrate worker beat bench clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ beat: install
 
 test: install-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Against real Matrix software (Synapse from PyPI, installed once into ~/.cache/mediasite-synapse).
+test-interop: install-dev
+	$(PY) -m pytest -m interop tests/interop $(PYTEST_ARGS)
 
 # Errors only (undefined names, unused imports, syntax): style is left to review.
 lint: install-dev

@@ -9,3 +9,4 @@ class MediaAppConfig(AppConfig):
         from . import conf
 
         conf.check_settings()
+        from . import quota_admin  # noqa: F401  (registers UserQuotaAdmin)

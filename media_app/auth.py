@@ -4,7 +4,8 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from . import errors
-from .services.tokens import token_user
+from .conf import media_settings
+from .services.tokens import PREFIX, token_user
 
 
 def request_token(request) -> str | None:
@@ -15,12 +16,25 @@ def request_token(request) -> str | None:
     return request.GET.get("access_token") or None
 
 
+def user_for_token(token: str, request):
+    """The user of a token minted here or, with MEDIASITE_HOMESERVER_URL, of one the homeserver
+    vouches for (services.delegated_auth); None if neither knows it. Our own tokens (PREFIX)
+    are never shown to the homeserver."""
+    user = token_user(token=token)
+    if user is None and media_settings.HOMESERVER_URL and not token.startswith(PREFIX):
+        from .ratelimit import client_ip
+        from .services.delegated_auth import homeserver_user
+
+        user = homeserver_user(token=token, client_ip=client_ip(request))
+    return user
+
+
 def authenticate_request(request):
     """The user behind the request's token, or MissingToken / UnknownToken."""
     token = request_token(request)
     if token is None:
         raise errors.MissingToken()
-    user = token_user(token=token)
+    user = user_for_token(token, request)
     if user is None:
         raise errors.UnknownToken()
     return user
@@ -31,7 +45,7 @@ class AccessTokenAuthentication(BaseAuthentication):
         token = request_token(request._request)
         if token is None:
             return None  # the permission check then answers M_MISSING_TOKEN
-        user = token_user(token=token)
+        user = user_for_token(token, request._request)
         if user is None:
             raise AuthenticationFailed()
         return user, None

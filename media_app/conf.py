@@ -50,6 +50,21 @@ DEFAULTS = {
     "SCRUB_INTERVAL_SECONDS": 3600,
     # Reports a user may file (`limits` notation: N per second|minute|hour|day).
     "REPORT_RATE_LIMIT": "10/hour",
+    # Abuse limits (media_app.ratelimit, services.quotas). Rates are `limits` strings ("" = off);
+    # a reservation (POST /create) counts as an upload. Quotas of 0 are unlimited; a UserQuota
+    # row in the admin overrides them per user.
+    "UPLOAD_RATE_PER_USER": "600/minute",
+    "UPLOAD_RATE_PER_IP": "1200/minute",
+    "DEFAULT_QUOTA_BYTES": 0,
+    "DEFAULT_QUOTA_FILES": 0,
+    # Delegated authentication (services.delegated_auth): tokens this server did not mint are
+    # checked against this homeserver's whoami; answers are cached this long (seconds).
+    "HOMESERVER_URL": "",
+    "HOMESERVER_CACHE_SECONDS": 60,
+    "HOMESERVER_NEGATIVE_CACHE_SECONDS": 10,
+    "HOMESERVER_TIMEOUT_SECONDS": 5.0,
+    # Uncached whoami look-ups per client IP: random tokens cannot make us flood the homeserver.
+    "HOMESERVER_LOOKUP_RATE_PER_IP": "60/minute",
 }
 
 

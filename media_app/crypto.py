@@ -48,25 +48,58 @@ def encrypt(text: str) -> str:
     return _fernet().encrypt(text.encode("utf-8")).decode("ascii")
 
 
-def decrypt(token: str) -> str | None:
+class Undecryptable(str):
+    """What an encrypted column reads as when no configured key opens it: an operator error
+    (a key was removed from MEDIASITE_ENCRYPTION_KEYS, or the data was restored without its
+    key), shown as such in the admin and the API, never as None (a file without a name) nor as
+    the ciphertext. It keeps the stored token, so saving the row writes it back unchanged and a
+    later configuration with the right key still opens it."""
+
+    TEXT = "[undecryptable: no configured encryption key opens this value]"
+
+    def __new__(cls, ciphertext: str):
+        obj = super().__new__(cls, cls.TEXT)
+        obj.ciphertext = ciphertext
+        return obj
+
+
+class DecryptionError(Exception):
+    """Raised by decrypt(strict=True) and by key rotation for a value no key opens."""
+
+
+def is_undecryptable(value) -> bool:
+    return isinstance(value, Undecryptable)
+
+
+def decrypt(token: str, *, where: str = "an encrypted field") -> str:
     try:
         return _fernet().decrypt(token.encode("ascii")).decode("utf-8")
-    except (InvalidToken, ValueError):
-        # A value no configured key opens: serve without it rather than fail the request.
-        logger.error("An encrypted field could not be decrypted with the configured keys")
-        return None
+    except (InvalidToken, ValueError, UnicodeError):
+        logger.error(
+            "Cannot decrypt %s with any key of MEDIASITE_ENCRYPTION_KEYS (or the data-dir key): "
+            "a key this value was written with is missing from the key ring", where,
+        )
+        return Undecryptable(token)
 
 
 def rotate(token: str) -> str:
-    return _fernet().rotate(token.encode("ascii")).decode("ascii")
+    try:
+        return _fernet().rotate(token.encode("ascii")).decode("ascii")
+    except (InvalidToken, ValueError) as exc:
+        raise DecryptionError("no configured key opens this value") from exc
 
 
 class EncryptedTextField(models.TextField):
-    """A text column whose stored form is a Fernet token; Python sees the plaintext."""
+    """A text column whose stored form is a Fernet token; Python sees the plaintext, or an
+    Undecryptable marker when no configured key opens it."""
 
     def from_db_value(self, value, expression, connection):
-        return None if value is None else decrypt(value)
+        if value is None:
+            return None
+        return decrypt(value, where=f"{self.model._meta.db_table}.{self.column}")
 
     def get_prep_value(self, value):
+        if isinstance(value, Undecryptable):
+            return value.ciphertext  # written back as it was read: nothing is lost
         value = super().get_prep_value(value)
         return None if value is None else encrypt(value)

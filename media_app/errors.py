@@ -74,6 +74,10 @@ class RateLimited(MediasiteError):
         return {**super().as_dict(), "retry_after_ms": self.retry_after_ms}
 
 
+class QuotaExceeded(MediasiteError):
+    code, status, errcode, message = "QUOTA_EXCEEDED", 403, "M_FORBIDDEN", "Your media quota is used up"
+
+
 class MediaNotYetUploaded(MediasiteError):
     code, status, errcode, message = "MEDIA_NOT_YET_UPLOADED", 504, "M_NOT_YET_UPLOADED", "Media has not been uploaded yet"
 
@@ -100,6 +104,13 @@ class StorageUnavailable(MediasiteError):
 class FlightTimedOut(MediasiteError):
     """A result computed once for many callers (media_app.singleflight) was not ready in time."""
     code, status, errcode, message = "RESULT_NOT_READY", 503, "M_UNKNOWN", "The result is still being prepared; please retry"
+
+    def __init__(self, message=None):
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
+class HomeserverUnavailable(MediasiteError):
+    code, status, errcode, message = "AUTH_HOMESERVER_UNAVAILABLE", 503, "M_UNKNOWN", "Cannot verify the access token with the homeserver right now"
 
     def __init__(self, message=None):
         super().__init__(message, headers={"Retry-After": "5"})

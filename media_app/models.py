@@ -178,3 +178,16 @@ class FlightFailure(models.Model):
     payload = models.JSONField(help_text="The error: code, message, headers, extra attributes")
     cached_until = models.DateTimeField()
     visible_until = models.DateTimeField()
+class UserQuota(models.Model):
+    """Per-user limits set by an operator in the admin; a user without a row (or a field left
+    empty) gets MEDIASITE_DEFAULT_QUOTA_BYTES / _FILES. 0 means unlimited."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True,
+                                related_name="media_quota")
+    max_bytes = models.BigIntegerField(null=True, blank=True,
+                                       help_text="Bytes of stored media; empty: the default, 0: unlimited")
+    max_files = models.IntegerField(null=True, blank=True,
+                                    help_text="Media files, reservations included; empty: the default, 0: unlimited")
+
+    def __str__(self):
+        return f"quota of {self.user}"

@@ -1,10 +1,38 @@
 """The Celery application; configuration comes from Django settings (CELERY_*)."""
+import logging
 import os
 
-from celery import Celery
+from celery import Celery, signals
+
+from .log_redaction import install as install_log_redaction
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mediasite.settings.production")
 
 app = Celery("mediasite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _redact_worker_logs(logger=None, **kwargs):
+    """Celery replaces the root logger's handlers with its own: filter those too."""
+    install_log_redaction(logger or logging.getLogger())
+
+
+def _printable(value):
+    # IDs and flags help an operator; any string could be a name or a reason.
+    return value if isinstance(value, (int, float, bool, type(None))) else "[REDACTED]"
+
+
+@signals.before_task_publish.connect
+def _redact_task_arguments(body=None, headers=None, **kwargs):
+    """The worker prints argsrepr/kwargsrepr when it receives a task. Tasks take IDs, but one
+    written later may take a name or a reason: the printed form is made here, for every task,
+    from the arguments' values with every non-numeric one replaced (the arguments themselves
+    travel unchanged)."""
+    if headers is None or not isinstance(body, (tuple, list)) or len(body) < 2:
+        return
+    args, task_kwargs = body[0], body[1]
+    headers["argsrepr"] = repr(tuple(_printable(a) for a in args or ()))
+    headers["kwargsrepr"] = repr({k: _printable(v) for k, v in (task_kwargs or {}).items()})

@@ -11,6 +11,10 @@ import os
 import subprocess
 import sys
 
+from gunicorn import glogging
+
+from mediasite.log_redaction import install as install_log_redaction
+
 bind = f"{os.environ.get('MEDIASITE_BIND_HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("MEDIASITE_WORKERS", multiprocessing.cpu_count() * 2 + 1))
 worker_class = "gthread"
@@ -20,8 +24,22 @@ keepalive = 30
 timeout = 120
 graceful_timeout = 30
 accesslog = "-"
-# %(U)s is the path only: the query string may carry access_token or a file name (DESIGN §8).
+# %(U)s is the path only: the query string may carry access_token or a file name. The path
+# itself may end in a file name (/download/{server}/{id}/{fileName}): RedactingLogger below
+# removes it, as it removes tokens and names from the error log.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms pid=%(p)s'
+
+
+class RedactingLogger(glogging.Logger):
+    """gunicorn's logger with the project's redaction filter on the access and error logs
+    (re-applied whenever gunicorn rebuilds its handlers, e.g. on SIGHUP)."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        install_log_redaction(self.error_log, self.access_log)
+
+
+logger_class = RedactingLogger
 forwarded_allow_ips = os.environ.get("MEDIASITE_FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 

@@ -156,6 +156,9 @@ def start_server(log_dir: Path, *extra_args: str, **extra_env: str) -> LiveServe
         "MEDIASITE_WORKERS": "2",
         "MEDIASITE_THUMBNAIL_PREGENERATE": "false",
         "MEDIASITE_EMBEDDED_WORKER": "false",
+        # Load tests upload hundreds of files from 127.0.0.1: rate limits off unless asked for.
+        "MEDIASITE_UPLOAD_RATE_PER_USER": "",
+        "MEDIASITE_UPLOAD_RATE_PER_IP": "",
         "PORT": str(port),
         **extra_env,
     }
@@ -205,3 +208,10 @@ def pytest_report_header(config):
     db = settings.DATABASES["default"]
     return [f"mediasite: database {db['ENGINE'].rsplit('.', 1)[-1]} {db['NAME']}, "
             f"redis {'on' if os.environ.get('REDIS_URL') else 'off'}, CI={IN_CI}"]
+
+
+def pytest_collection_modifyitems(config, items):
+    # Interop tests start real Matrix software; `make test-interop` runs them (-m interop).
+    for item in items:
+        if "tests/interop/" in item.nodeid:
+            item.add_marker(pytest.mark.interop)

@@ -26,7 +26,7 @@ from rest_framework.permissions import AllowAny, IsAdminUser, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from .. import errors
+from .. import errors, ratelimit
 from ..auth import AccessTokenAuthentication, authenticate_request
 from ..conf import media_settings
 
@@ -71,6 +71,8 @@ def drf_request(request) -> Request:
 
 class Endpoint(APIView):
     access = Access.TOKEN
+    # HTTP method -> a group of media_app.ratelimit.GROUPS counted before the handler runs.
+    rate_limits: dict[str, str] = {}
 
     # Read by the schema generator only (see the module docstring); dispatch() below decides.
     authentication_classes = [AccessTokenAuthentication]
@@ -107,6 +109,8 @@ class Endpoint(APIView):
             method = request.method.lower()
             if method not in self.allowed:
                 raise errors.MethodNotAllowed()
+            if method in self.rate_limits:
+                ratelimit.request_hit(self.rate_limits[method], request)
             handler = self.get if method == "head" else getattr(self, method)
             result = handler(request, *args, **kwargs)
         except Exception as exc:  # every failure, rendered by the one error model

@@ -7,6 +7,7 @@ from urllib.parse import quote
 from django.http import FileResponse, HttpResponse
 
 from .. import storage
+from ..crypto import is_undecryptable
 from ..services import download, thumbnails
 from ..conf import media_settings
 from ..models import Blob, Media
@@ -113,7 +114,10 @@ def serve_media(request, media: Media, *, filename: str | None = None, allow_red
     blob = media.blob
     return serve_stored(
         request, alias=blob.storage, key=blob.key, size=blob.size, sha256=blob.sha256,
-        media_type=media.media_type, filename=filename or media.upload_name,
+        # A name no key decrypts is an operator's problem (logged, shown in the admin); the
+        # bytes still go out, without a name.
+        media_type=media.media_type,
+        filename=filename or (None if is_undecryptable(media.upload_name) else media.upload_name),
         # Quarantined media never gets this far (download.media_get_servable refuses it), and
         # the check is repeated here because a presigned URL outlives any later quarantine.
         allow_redirect=allow_redirect and not media.is_quarantined,

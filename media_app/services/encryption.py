@@ -1,16 +1,30 @@
 """Key rotation for fields encrypted at rest (media_app.crypto)."""
+import logging
+
 from django.apps import apps
 from django.db import connection, transaction
 
 from .. import crypto
 
+logger = logging.getLogger(__name__)
+
 
 def _encrypted_columns():
-    # Every app's models: the moderation app's report texts and reasons are encrypted too.
+    # Every app's models: the moderation app's reasons are encrypted too.
     for model in apps.get_models():
         for field in model._meta.concrete_fields:
             if isinstance(field, crypto.EncryptedTextField):
                 yield model, field
+
+
+def _rotated_or_unchanged(token: str, where: str) -> str:
+    """A value no key opens stays as it is (and is reported): rotation must not destroy what
+    a restored key could still open."""
+    try:
+        return crypto.rotate(token)
+    except crypto.DecryptionError:
+        logger.error("Cannot rotate %s: no configured key opens it; left unchanged", where)
+        return token
 
 
 def encrypted_fields_rotate(*, batch_size: int = 500) -> int:
@@ -32,7 +46,7 @@ def encrypted_fields_rotate(*, batch_size: int = 500) -> int:
                 for row_pk, token in rows:
                     cursor.execute(
                         f"UPDATE {quote(table)} SET {quote(column)} = %s WHERE {quote(pk)} = %s",
-                        [crypto.rotate(token), row_pk],
+                        [_rotated_or_unchanged(token, f"{table}.{column} row {row_pk}"), row_pk],
                     )
             rotated += len(rows)
             if len(rows) < batch_size:

@@ -32,5 +32,7 @@ def clean_upload_name(name: str | None) -> str | None:
     """Keep a client's file name displayable: no control characters, bounded length."""
     if not name:
         return None
-    cleaned = "".join(ch for ch in name if ch.isprintable()).strip()
-    return cleaned[: media_settings.MAX_UPLOAD_NAME_CHARS] or None
+    # Not printable also covers format characters (bidi overrides that make "gnp.exe" show as
+    # "exe.png"). Stripped after the cut too, so a cut name never ends in a space.
+    cleaned = "".join(ch for ch in name if ch.isprintable())
+    return cleaned.strip()[: media_settings.MAX_UPLOAD_NAME_CHARS].strip() or None

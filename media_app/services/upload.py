@@ -8,7 +8,7 @@ from .. import errors, events
 from ..conf import media_settings
 from ..models import Blob, Media, MediaOrigin, MediaStatus
 from ..state import Actor, create, transition
-from . import identifiers, sniffing
+from . import identifiers, quotas, sniffing
 from ..background import enqueue_on_commit
 from .thumbnails import THUMBNAILABLE_TYPES
 from ..moderation.services import media_quarantine_on_arrival
@@ -70,11 +70,14 @@ def _store_and_record(*, received: Received, record) -> Media:
 
 def media_upload(*, uploader, stream, declared_length: int | None, upload_name: str | None) -> Media:
     """A one-step upload (`POST /_matrix/media/v3/upload`, `POST /api/v1/media`)."""
+    quotas.quota_check(user=uploader, add_bytes=declared_length or 0, add_files=1)
     received = receive_body(stream=stream, declared_length=declared_length)
     try:
         media_type = _validate(received)
+        quotas.quota_check(user=uploader, add_bytes=received.size, add_files=1)
 
         def record(blob: Blob) -> Media:
+            quotas.quota_check(user=uploader, add_bytes=received.size, add_files=1, lock=True)
             return create(
                 to=MediaStatus.STORED,
                 actor=Actor.UPLOADER,
@@ -97,6 +100,9 @@ def media_create_pending(*, uploader) -> Media:
     """Reserve a media ID to be filled later (`POST /_matrix/media/v1/create`)."""
     now = timezone.now()
     with transaction.atomic():
+        # Counted under the user's lock: concurrent reservations cannot both take the last slot.
+        quotas.user_lock(user=uploader)
+        quotas.quota_check(user=uploader, add_files=1)
         pending = Media.objects.filter(
             uploader=uploader, status=MediaStatus.PENDING, unused_expires_at__gt=now
         ).count()
@@ -142,11 +148,15 @@ def media_upload_pending(
     """Fill a reserved ID (`PUT /_matrix/media/v3/upload/{server}/{id}`): once, by its creator,
     before it expires. Checked before reading the body and again, atomically, when recording."""
     media = _pending_for(uploader=uploader, server_name=server_name, media_id=media_id)
+    # The reservation already counts as a file; only its bytes are new.
+    quotas.quota_check(user=uploader, add_bytes=declared_length or 0)
     received = receive_body(stream=stream, declared_length=declared_length)
     try:
         media_type = _validate(received)
+        quotas.quota_check(user=uploader, add_bytes=received.size)
 
         def record(blob: Blob) -> Media:
+            quotas.quota_check(user=uploader, add_bytes=received.size, lock=True)
             try:
                 return transition(
                     media,

@@ -166,13 +166,24 @@ MEDIASITE = {
     "BLOCKED_SERVERS": env.list("MEDIASITE_BLOCKED_SERVERS", default=[]),
     "REMOTE_MEDIA_LIFETIME_DAYS": _duration_days(env.str("MEDIASITE_REMOTE_MEDIA_LIFETIME", default="90d")),
     "REPORT_RATE_LIMIT": env.str("MEDIASITE_REPORT_RATE_LIMIT", default="10/hour"),
+    "UPLOAD_RATE_PER_USER": env.str("MEDIASITE_UPLOAD_RATE_PER_USER", default="600/minute"),
+    "UPLOAD_RATE_PER_IP": env.str("MEDIASITE_UPLOAD_RATE_PER_IP", default="1200/minute"),
+    "DEFAULT_QUOTA_BYTES": env.int("MEDIASITE_DEFAULT_QUOTA_BYTES", default=0),
+    "DEFAULT_QUOTA_FILES": env.int("MEDIASITE_DEFAULT_QUOTA_FILES", default=0),
+    "HOMESERVER_URL": env.str("MEDIASITE_HOMESERVER_URL", default=""),
+    "HOMESERVER_CACHE_SECONDS": env.int("MEDIASITE_HOMESERVER_CACHE_SECONDS", default=60),
+    "HOMESERVER_NEGATIVE_CACHE_SECONDS": env.int("MEDIASITE_HOMESERVER_NEGATIVE_CACHE_SECONDS", default=10),
+    "HOMESERVER_LOOKUP_RATE_PER_IP": env.str("MEDIASITE_HOMESERVER_LOOKUP_RATE_PER_IP", default="60/minute"),
 }
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Every handler carries the redaction filter (tokens, file names, query strings, reasons):
+    # see mediasite/log_redaction.py. A handler added here must list it too.
+    "filters": {"redact": {"()": "mediasite.log_redaction.RedactingFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": env.str("MEDIASITE_LOG_LEVEL", default="INFO")},
     "loggers": {
         # django.request logs request.path only (never the query string, where access_token

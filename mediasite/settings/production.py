@@ -2,6 +2,8 @@
 import secrets
 
 from .base import *  # noqa: F401,F403
+from django.core.exceptions import ImproperlyConfigured
+
 from .base import DATA_DIR, SECRET_KEY, env
 
 DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -31,3 +33,10 @@ X_FRAME_OPTIONS = "DENY"
 if env.bool("MEDIASITE_HTTPS", default=False):
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+
+# Debug pages print settings, SQL and request data (tokens, file names): never in production,
+# whatever a settings module layered on this one says (mediasite/wsgi.py checks again once
+# settings are final).
+DEBUG = False
+if env.bool("DJANGO_DEBUG", default=False):
+    raise ImproperlyConfigured("DJANGO_DEBUG is set: the production settings never run with DEBUG")

@@ -8,6 +8,8 @@ from ..serving import download_response, thumbnail_response
 
 
 class UploadView(Endpoint):
+    rate_limits = {"post": "upload"}
+
     def post(self, request):
         stream, length = request_body(request)
         media = upload.media_upload(
@@ -18,6 +20,8 @@ class UploadView(Endpoint):
 
 
 class CreateView(Endpoint):
+    rate_limits = {"post": "upload"}
+
     def post(self, request):
         media = upload.media_create_pending(uploader=request.user)
         return {

@@ -9,4 +9,5 @@ urlpatterns = [
     path(f"media/{_MEDIA}", views.MediaDetailView.as_view()),
     path(f"media/{_MEDIA}/content", views.MediaContentView.as_view()),
     path(f"media/{_MEDIA}/thumbnail", views.MediaThumbnailView.as_view()),
+    path("me/usage", views.UsageView.as_view()),
 ]

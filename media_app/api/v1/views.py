@@ -1,10 +1,12 @@
 """Native REST API (`/api/v1/`): the same services as the Matrix API, in REST shapes."""
+from dataclasses import asdict
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.pagination import LimitOffsetPagination
 
 from ...selectors import media_list_for_user
-from ...services import download, upload
+from ...services import download, quotas, upload
 from ..body import request_body
 from ..endpoint import Endpoint, drf_request, json_response
 from ..serving import download_response, thumbnail_response
@@ -15,6 +17,7 @@ _ERROR = OpenApiResponse(description="Error: {errcode, error, code}")
 
 
 class MediaCollectionView(Endpoint):
+    rate_limits = {"post": "upload"}
     serializer_class = MediaSerializer
 
     @extend_schema(
@@ -76,3 +79,15 @@ class MediaThumbnailView(Endpoint):
     )
     def get(self, request, server_name, media_id):
         return thumbnail_response(request, server_name, media_id)
+
+
+class UsageView(Endpoint):
+    @extend_schema(
+        summary="Your quota and usage",
+        description="Bytes and files you have stored (reservations count as files), your limits "
+        "(0 = unlimited) and your open reservations.",
+        responses={200: OpenApiResponse(description="{bytes_used, files_used, pending_uploads, max_bytes, "
+                                        "max_files, max_pending_uploads}")},
+    )
+    def get(self, request):
+        return asdict(quotas.quota_usage(user=request.user))

@@ -1,0 +1,106 @@
+"""Rate limits for every part of Mediasite (uploads here; federation and moderation reuse it).
+
+A rule is a `limits` rate string ("600/minute", "10/second;100/hour"); an empty rule is no
+limit. Counters live in Redis when REDIS_URL is set, so every web process and node shares them,
+and in process memory otherwise (the embedded default: one machine, counters per process).
+The moving-window strategy counts exactly the hits of the last window, so a burst at a window
+boundary cannot double the rate.
+
+    from media_app import ratelimit
+    ratelimit.hit(rule=media_settings.UPLOAD_RATE_PER_USER, scope="upload-user", key=str(user.pk))
+
+`hit` raises errors.RateLimited (429 M_LIMIT_EXCEEDED with Retry-After) when over the limit.
+"""
+import functools
+import logging
+import threading
+import time
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from limits import parse_many
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+from . import errors
+from .conf import media_settings
+
+logger = logging.getLogger(__name__)
+
+# Keys are namespaced per Mediasite deployment (its server name) inside a shared Redis.
+_PREFIX = "mediasite"
+
+
+_build_lock = threading.Lock()
+
+
+@functools.cache
+def _limiter() -> MovingWindowRateLimiter:
+    # Built under a lock: `limits` imports the redis client lazily and reads its version from
+    # the module, which a second thread would see half-imported on a server's first requests.
+    with _build_lock:
+        url = getattr(settings, "REDIS_URL", "") or "memory://"
+        return MovingWindowRateLimiter(storage_from_string(url))
+
+
+@functools.cache
+def _items(rule: str):
+    return tuple(parse_many(rule)) if rule and rule.strip() else ()
+
+
+def hit(*, rule: str, scope: str, key: str, cost: int = 1) -> None:
+    """Count `cost` hits for (scope, key) against every rate of `rule`; RateLimited if any is
+    exhausted (a refused hit is not counted). A Redis outage lets the request through, logged: a
+    rate limit is a protection, not a reason to refuse every upload."""
+    items = _items(rule)
+    if not items:
+        return
+    keys = (_PREFIX, media_settings.SERVER_NAME, scope, key)
+    try:
+        limiter = _limiter()
+        for item in items:
+            # hit() is atomic in the storage (a Lua script on Redis): concurrent requests
+            # cannot both take the last slot.
+            if not limiter.hit(item, *keys, cost=cost):
+                reset_at, _remaining = limiter.get_window_stats(item, *keys)
+                retry_ms = max(1000, int((reset_at - time.time()) * 1000))
+                raise errors.RateLimited(retry_after_ms=retry_ms)
+    except errors.RateLimited:
+        raise
+    except Exception:  # the counter store is down
+        logger.exception("Rate-limit storage unavailable; request allowed")
+
+
+def reset() -> None:
+    """Forget every counter (tests; an operator clearing a mistaken block)."""
+    _limiter().storage.reset()
+
+
+def _settings_changed(**kwargs):
+    if kwargs.get("setting") in ("REDIS_URL",):
+        _limiter.cache_clear()
+
+
+setting_changed.connect(_settings_changed)
+
+
+# Named groups of rules an Endpoint declares (`rate_limits = {"post": "upload"}`): for each, the
+# setting holding the per-user rule and the one holding the per-client-IP rule.
+GROUPS = {
+    "upload": ("UPLOAD_RATE_PER_USER", "UPLOAD_RATE_PER_IP"),
+}
+
+
+def client_ip(request) -> str:
+    """The peer address. Behind a proxy, have it set REMOTE_ADDR (gunicorn's
+    forwarded_allow_ips, or the proxy protocol) rather than trusting a client-sent header."""
+    return request.META.get("REMOTE_ADDR") or "unknown"
+
+
+def request_hit(group: str, request) -> None:
+    """Count a request against a group's per-user and per-IP rules."""
+    user_setting, ip_setting = GROUPS[group]
+    user = getattr(request, "user", None)
+    if user is not None and user.pk is not None:
+        hit(rule=getattr(media_settings, user_setting), scope=f"{group}-user", key=str(user.pk))
+    hit(rule=getattr(media_settings, ip_setting), scope=f"{group}-ip", key=client_ip(request))

@@ -1,0 +1,151 @@
+"""Quotas (403 QUOTA_EXCEEDED) and upload rate limits (429 M_LIMIT_EXCEEDED + Retry-After)."""
+import os
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.conf import settings
+from django.test import Client, override_settings
+
+from media_app import ratelimit
+from media_app.models import Media, UserQuota
+from tests.conftest import require_service
+
+
+def _mediasite(**overrides):
+    return override_settings(MEDIASITE={**settings.MEDIASITE, **overrides})
+
+
+@pytest.fixture(autouse=True)
+def _fresh_counters():
+    ratelimit._limiter.cache_clear()
+    ratelimit.reset()
+    yield
+    ratelimit.reset()
+
+
+def _upload(client, data: bytes, **extra):
+    return client.post("/_matrix/media/v3/upload", data=data, content_type="application/octet-stream", **extra)
+
+
+@pytest.mark.django_db
+def test_byte_quota_refuses_the_upload_that_would_exceed_it_and_stores_nothing(alice, alice_client):
+    UserQuota.objects.create(user=alice, max_bytes=100)
+    assert _upload(alice_client, b"a" * 60).status_code == 200
+    response = _upload(alice_client, b"b" * 60)
+    assert response.status_code == 403
+    assert response.json()["code"] == "QUOTA_EXCEEDED" and response.json()["errcode"] == "M_FORBIDDEN"
+    assert Media.objects.filter(uploader=alice).count() == 1
+    assert _upload(alice_client, b"c" * 40).status_code == 200  # exactly up to the quota is fine
+
+
+@pytest.mark.django_db
+def test_file_quota_counts_reservations_and_comes_from_the_default(alice, alice_client, make_user, client_for):
+    with _mediasite(DEFAULT_QUOTA_FILES=2):
+        assert alice_client.post("/_matrix/media/v1/create").status_code == 200
+        assert _upload(alice_client, b"one").status_code == 200
+        refused = _upload(alice_client, b"two")
+        assert refused.status_code == 403 and refused.json()["code"] == "QUOTA_EXCEEDED"
+        assert alice_client.post("/_matrix/media/v1/create").json()["code"] == "QUOTA_EXCEEDED"
+        # A per-user row overrides the default (0 = unlimited).
+        UserQuota.objects.create(user=alice, max_files=0)
+        assert _upload(alice_client, b"two").status_code == 200
+        assert _upload(client_for(make_user("bob")), b"bob's").status_code == 200
+
+
+@pytest.mark.django_db
+def test_usage_endpoint_reports_usage_and_limits(alice, alice_client):
+    UserQuota.objects.create(user=alice, max_bytes=1000, max_files=5)
+    _upload(alice_client, b"x" * 10)
+    _upload(alice_client, b"y" * 20)
+    alice_client.post("/_matrix/media/v1/create")
+    usage = alice_client.get("/api/v1/me/usage").json()
+    assert usage == {"bytes_used": 30, "files_used": 3, "pending_uploads": 1, "max_bytes": 1000, "max_files": 5,
+                     "max_pending_uploads": settings.MEDIASITE["MAX_PENDING_UPLOADS_PER_USER"]}
+    assert Client().get("/api/v1/me/usage").status_code == 401
+
+
+@pytest.mark.django_db
+def test_upload_rate_per_user_answers_429_with_retry_after(alice_client, make_user, client_for):
+    with _mediasite(UPLOAD_RATE_PER_USER="3/minute"):
+        for i in range(3):
+            assert _upload(alice_client, b"%d" % i).status_code == 200
+        response = _upload(alice_client, b"4")
+        assert response.status_code == 429
+        body = response.json()
+        assert body["errcode"] == "M_LIMIT_EXCEEDED" and body["retry_after_ms"] >= 1000
+        assert 1 <= int(response["Retry-After"]) <= 60
+        # Reservations count as uploads; other users are not affected.
+        assert alice_client.post("/_matrix/media/v1/create").status_code == 429
+        assert _upload(client_for(make_user("bob")), b"bob").status_code == 200
+
+
+@pytest.mark.django_db
+def test_upload_rate_per_ip_covers_every_account_from_that_address(make_user, client_for):
+    with _mediasite(UPLOAD_RATE_PER_IP="2/minute"):
+        users = [client_for(make_user(f"u{i}")) for i in range(3)]
+        assert _upload(users[0], b"a", REMOTE_ADDR="198.51.100.7").status_code == 200
+        assert _upload(users[1], b"b", REMOTE_ADDR="198.51.100.7").status_code == 200
+        assert _upload(users[2], b"c", REMOTE_ADDR="198.51.100.7").status_code == 429
+        assert _upload(users[2], b"c", REMOTE_ADDR="198.51.100.8").status_code == 200
+
+
+@pytest.mark.django_db
+def test_counters_are_shared_through_redis_between_processes(alice_client):
+    require_service("Redis", bool(os.environ.get("REDIS_URL")), "REDIS_URL is not set")
+    with _mediasite(UPLOAD_RATE_PER_USER="2/minute"):
+        assert _upload(alice_client, b"1").status_code == 200
+        ratelimit._limiter.cache_clear()  # a new connection: what another process has
+        assert _upload(alice_client, b"2").status_code == 200
+        ratelimit._limiter.cache_clear()
+        assert _upload(alice_client, b"3").status_code == 429
+
+
+@pytest.mark.django_db
+def test_pending_reservation_cap_answers_429_with_retry_after(alice_client):
+    with _mediasite(MAX_PENDING_UPLOADS_PER_USER=2):
+        for _ in range(2):
+            assert alice_client.post("/_matrix/media/v1/create").status_code == 200
+        response = alice_client.post("/_matrix/media/v1/create")
+        assert response.status_code == 429 and response.json()["errcode"] == "M_LIMIT_EXCEEDED"
+        assert int(response["Retry-After"]) >= 1
+
+
+def test_concurrent_uploads_cannot_slip_past_the_file_quota(live, alice, alice_token):
+    """Twelve uploads at once by one user with room for three: exactly three are stored, on a
+    real server (two processes, four threads each) and the real database."""
+    UserQuota.objects.create(user=alice, max_files=3)
+
+    def send(i):
+        request = urllib.request.Request(
+            f"{live.url}/_matrix/media/v3/upload", data=b"concurrent %d" % i * 1000, method="POST",
+            headers={"Authorization": f"Bearer {alice_token}", "Content-Type": "application/octet-stream"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    with ThreadPoolExecutor(12) as pool:
+        statuses = sorted(pool.map(send, range(12)))
+    assert statuses == [200] * 3 + [403] * 9, live.log()[-5000:]
+    assert Media.objects.filter(uploader=alice).count() == 3
+
+
+@pytest.mark.django_db
+def test_staff_edit_quotas_in_the_admin(admin_client, alice):
+    response = admin_client.post("/admin/media_app/userquota/add/", {"user": alice.pk, "max_bytes": "5000", "max_files": ""})
+    assert response.status_code == 302, response.content[:2000]
+    assert UserQuota.objects.get(user=alice).max_bytes == 5000
+    assert b"bytes used" in admin_client.get("/admin/media_app/userquota/").content.lower()
+
+
+@pytest.mark.django_db
+def test_an_unreachable_counter_store_lets_uploads_through_and_says_so(alice_client, caplog):
+    with override_settings(REDIS_URL="redis://127.0.0.1:1/0"), _mediasite(UPLOAD_RATE_PER_USER="1/minute"):
+        assert _upload(alice_client, b"1").status_code == 200
+        assert _upload(alice_client, b"2").status_code == 200
+    assert "Rate-limit storage unavailable" in caplog.text
+    ratelimit._limiter.cache_clear()
