@@ -9,4 +9,6 @@ urlpatterns = [
     path(f"media/{_MEDIA}", views.MediaDetailView.as_view()),
     path(f"media/{_MEDIA}/content", views.MediaContentView.as_view()),
     path(f"media/{_MEDIA}/thumbnail", views.MediaThumbnailView.as_view()),
+    path("tokens", views.TokenCollectionView.as_view()),
+    path("tokens/<int:token_id>", views.TokenDetailView.as_view()),
 ]
