@@ -63,15 +63,6 @@ class DeletionAcceptedSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
-class UploadFormSerializer(serializers.Serializer):
-    """multipart/form-data upload (request body documentation only)."""
-
-    file = serializers.ListField(
-        child=serializers.FileField(), min_length=1,
-        help_text="One or more files; each part's file name is kept as the media's upload name",
-    )
-
-
 class TokenSerializer(serializers.ModelSerializer):
     class Meta:
         model = AccessToken

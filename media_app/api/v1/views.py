@@ -21,7 +21,7 @@ from ..schema import (
 from ..serving import download_response, thumbnail_response
 from .serializers import (
     DeletionAcceptedSerializer, DeletionRequestSerializer, MediaSerializer, NewTokenSerializer, TokenCreateSerializer,
-    TokenSerializer, UploadFormSerializer,
+    TokenSerializer,
 )
 
 _LISTED_STATUSES = [s for s in MediaStatus.values if s != MediaStatus.DELETED]
@@ -66,6 +66,16 @@ def _list_filters(params) -> dict:
     return {"media_type": media_type, "status": status, "since": _since(params.get("since"))}
 
 
+_UPLOAD_FORM = {
+    "type": "object",
+    "properties": {
+        "file": {
+            "type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1,
+            "description": "One or more files; each part's file name is kept as the media's upload name",
+        },
+    },
+    "required": ["file"],
+}
 _UPLOADED = OpenApiResponse(
     {"oneOf": [{"$ref": "#/components/schemas/Media"},
                {"type": "array", "items": {"$ref": "#/components/schemas/Media"}}]},
@@ -84,7 +94,7 @@ class MediaCollectionView(Endpoint):
         "the request. With multipart, every file is checked before any is stored.",
         request={
             "application/octet-stream": OpenApiTypes.BINARY,
-            "multipart/form-data": UploadFormSerializer,
+            "multipart/form-data": _UPLOAD_FORM,
             "*/*": OpenApiTypes.BINARY,
         },
         parameters=[FILENAME_QUERY],
