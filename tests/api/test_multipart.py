@@ -131,3 +131,62 @@ def test_a_body_that_is_neither_raw_nor_multipart_is_refused_naming_what_is_acce
     assert body["code"] == "UNSUPPORTED_CONTENT_TYPE"
     assert "multipart/form-data" in body["error"] and "raw request body" in body["error"]
     assert Media.objects.count() == 0
+
+
+# --- over real HTTP: a chunked multipart body (no Content-Length) against gunicorn ----------
+
+LIVE_LIMIT = 200_000
+
+
+@pytest.fixture
+def small_limit_server(transactional_db, tmp_path):
+    from tests.conftest import start_server, stop_server
+
+    server = start_server(tmp_path, MEDIASITE_MAX_UPLOAD_SIZE=str(LIVE_LIMIT))
+    yield server
+    stop_server(server)
+
+
+def _multipart_chunks(boundary: bytes, name: str, payload: bytes, piece: int = 16 * 1024):
+    yield b"--" + boundary + f'\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'.encode()
+    yield b"Content-Type: application/octet-stream\r\n\r\n"
+    for i in range(0, len(payload), piece):
+        yield payload[i:i + piece]
+    yield b"\r\n--" + boundary + b"--\r\n"
+
+
+def _post_chunked(server, token, body_chunks, boundary: bytes):
+    import http.client
+
+    conn = http.client.HTTPConnection(*server.host_port, timeout=60)
+    try:
+        conn.request("POST", "/api/v1/media", body=body_chunks, encode_chunked=True, headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "multipart/form-data; boundary=" + boundary.decode(),
+        })
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_chunked_multipart_streams_within_and_is_cut_off_past_the_limit(small_limit_server, alice_token):
+    import json
+
+    boundary = b"----mediasite-test-boundary"
+    payload = os.urandom(LIVE_LIMIT)  # exactly the limit: accepted
+    status, body = _post_chunked(small_limit_server, alice_token, _multipart_chunks(boundary, "fits.bin", payload),
+                                 boundary)
+    assert status == 201, body
+    meta = json.loads(body)
+    assert meta["media_length"] == LIVE_LIMIT and meta["upload_name"] == "fits.bin"
+    assert Blob.objects.get().size == LIVE_LIMIT
+
+    try:
+        status, body = _post_chunked(small_limit_server, alice_token,
+                                     _multipart_chunks(boundary, "big.bin", os.urandom(4 * LIVE_LIMIT)), boundary)
+        assert status == 413 and json.loads(body)["code"] == "MEDIA_TOO_LARGE"
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server may close before the client finished sending: also a refusal
+    assert Media.objects.count() == 1
+    assert _temp_files() == []
