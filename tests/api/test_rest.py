@@ -131,6 +131,16 @@ def test_cursor_pagination_walks_forward_and_back(alice_client):
 
 
 @pytest.mark.django_db
+def test_page_links_never_carry_the_access_token(client, alice_token):
+    for i in range(3):
+        client.post(f"/api/v1/media?access_token={alice_token}", data=f"n{i}".encode(), content_type="text/plain")
+    page = client.get(f"/api/v1/media?limit=1&access_token={alice_token}").json()
+    assert page["next"] and "access_token" not in page["next"] and alice_token not in page["next"]
+    later = client.get(page["next"] + f"&access_token={alice_token}").json()
+    assert later["previous"] and alice_token not in later["previous"]
+
+
+@pytest.mark.django_db
 def test_rest_errors_use_the_same_model(client, alice_client):
     assert client.get("/api/v1/media").json()["errcode"] == "M_MISSING_TOKEN"
     assert alice_client.get("/api/v1/media/test.local/missing").json()["code"] == "MEDIA_NOT_FOUND"

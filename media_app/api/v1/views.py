@@ -7,6 +7,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
+from rest_framework.utils.urls import remove_query_param
 
 from ... import errors
 from ...models import MediaStatus
@@ -38,6 +39,10 @@ class MediaCursorPagination(CursorPagination):
             return super().decode_cursor(request)
         except NotFound:
             raise errors.InvalidParam("Invalid cursor") from None
+
+    def encode_cursor(self, cursor):
+        # A token sent as ?access_token= must not be copied into the links of the answer.
+        return remove_query_param(super().encode_cursor(cursor), "access_token")
 
 
 def _since(raw: str | None) -> datetime | None:
