@@ -4,11 +4,12 @@ Tokens carry 256 bits of randomness, so a fast hash is enough: there is nothing 
 """
 import functools
 import hashlib
+import logging
 import secrets
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
-from django.db import DEFAULT_DB_ALIAS
+from django.db import DEFAULT_DB_ALIAS, DatabaseError
 from django.db.models import Q
 from django.utils import timezone
 
@@ -17,6 +18,8 @@ from ..conf import media_settings
 
 from ..models import AccessToken
 from ..prepared import PreparedQuery
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "mst_"
 
@@ -76,9 +79,13 @@ def _note_use(token_id: int, last_used, now) -> None:
     precision = timedelta(seconds=media_settings.TOKEN_LAST_USED_PRECISION_SECONDS)
     if last_used is not None and now - last_used < precision:
         return
-    AccessToken.objects.filter(pk=token_id).filter(
-        Q(last_used_ts__isnull=True) | Q(last_used_ts__lt=now - precision)
-    ).update(last_used_ts=now)
+    try:
+        AccessToken.objects.filter(pk=token_id).filter(
+            Q(last_used_ts__isnull=True) | Q(last_used_ts__lt=now - precision)
+        ).update(last_used_ts=now)
+    except DatabaseError:
+        # Bookkeeping only: a busy SQLite file must not fail the request it rides on.
+        logger.warning("Could not record the last use of token %s", token_id, exc_info=True)
 
 
 def token_user(*, token: str):
