@@ -28,6 +28,11 @@ DEFAULTS = {
     "BLOCKED_SERVERS": [],
     "REMOTE_MEDIA_LIFETIME_DAYS": 90,
     "UPLOAD_CHUNK_BYTES": 1 << 20,
+    # `file` parts accepted in one multipart/form-data upload; each is held to MAX_UPLOAD_SIZE_BYTES.
+    "MAX_UPLOAD_FILES_PER_REQUEST": 10,
+    # An access token's last-used time is written at most this often (one UPDATE per token per
+    # interval, not one per request).
+    "TOKEN_LAST_USED_PRECISION_SECONDS": 60,
     # Thumbnails: (width, height, method) sizes offered; DYNAMIC renders the exact size asked,
     # capped at the largest of MAX_DYNAMIC_THUMBNAIL_SIZE in either dimension.
     "THUMBNAIL_SIZES": [(32, 32, "crop"), (96, 96, "crop"), (320, 240, "scale"), (640, 480, "scale"), (800, 600, "scale")],

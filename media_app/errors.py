@@ -45,6 +45,10 @@ class MediaQuarantined(MediasiteError):
     code, status, errcode, message = "MEDIA_QUARANTINED", 404, "M_NOT_FOUND", "This media has been removed"
 
 
+class TokenNotFound(MediasiteError):
+    code, status, errcode, message = "TOKEN_NOT_FOUND", 404, "M_NOT_FOUND", "Token not found"
+
+
 class MediaServerBlocked(MediasiteError):
     code, status, errcode, message = "MEDIA_SERVER_BLOCKED", 403, "M_FORBIDDEN", "Media from this server is not permitted"
 
@@ -130,6 +134,23 @@ class InvalidParam(MediasiteError):
 
 class BadRequest(MediasiteError):
     code, status, errcode, message = "BAD_REQUEST", 400, "M_BAD_JSON", "Malformed request"
+
+
+class UnsupportedContentType(MediasiteError):
+    # 400, not 415: the Matrix API answers client mistakes in a body with 400 and an errcode.
+    code, status, errcode, message = "UNSUPPORTED_CONTENT_TYPE", 400, "M_UNKNOWN", "This endpoint does not accept that Content-Type"
+
+
+class MalformedMultipart(MediasiteError):
+    code, status, errcode, message = "MALFORMED_MULTIPART", 400, "M_UNKNOWN", "The multipart/form-data body could not be parsed"
+
+
+class MissingParam(MediasiteError):
+    code, status, errcode, message = "MISSING_PARAM", 400, "M_MISSING_PARAM", "A required parameter is missing"
+
+
+class TooManyFiles(MediasiteError):
+    code, status, errcode, message = "UPLOAD_TOO_MANY_FILES", 413, "M_TOO_LARGE", "Too many files in one request"
 
 
 class UploadIncomplete(MediasiteError):

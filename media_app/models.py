@@ -102,6 +102,8 @@ class AccessToken(models.Model):
     token_hash = models.CharField(max_length=64, unique=True)
     name = models.CharField(max_length=100, blank=True)
     created_ts = models.DateTimeField(default=timezone.now)
+    # Written at most once per TOKEN_LAST_USED_PRECISION_SECONDS per token (services.tokens).
+    last_used_ts = models.DateTimeField(null=True, blank=True)
 
     def __str__(self):
         return f"token {self.name or self.pk} of {self.user}"
@@ -178,6 +180,8 @@ class FlightFailure(models.Model):
     payload = models.JSONField(help_text="The error: code, message, headers, extra attributes")
     cached_until = models.DateTimeField()
     visible_until = models.DateTimeField()
+
+
 class UserQuota(models.Model):
     """Per-user limits set by an operator in the admin; a user without a row (or a field left
     empty) gets MEDIASITE_DEFAULT_QUOTA_BYTES / _FILES. 0 means unlimited."""

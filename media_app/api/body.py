@@ -17,3 +17,22 @@ def request_body(request) -> tuple[object, int | None]:
     if length < 0:
         raise errors.BadRequest("Invalid Content-Length")
     return request, length
+
+
+RAW, MULTIPART = "raw", "multipart"
+UPLOAD_ACCEPTS = (
+    "Send the file as the raw request body (any Content-Type; the type is detected from the bytes) "
+    "or as multipart/form-data with one or more `file` parts"
+)
+# Bodies that are neither a file nor a multipart form: refused, so a form is never stored as content.
+_REFUSED_UPLOAD_TYPES = ("application/x-www-form-urlencoded", "multipart/")
+
+
+def upload_body_kind(request) -> str:
+    """RAW or MULTIPART for a native upload, or UnsupportedContentType naming what is accepted."""
+    content_type = request.META.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+    if content_type == "multipart/form-data":
+        return MULTIPART
+    if content_type.startswith(_REFUSED_UPLOAD_TYPES):
+        raise errors.UnsupportedContentType(f"{content_type} is not accepted. {UPLOAD_ACCEPTS}.")
+    return RAW

@@ -29,6 +29,7 @@ from rest_framework.views import APIView
 from .. import errors, ratelimit
 from ..auth import AccessTokenAuthentication, authenticate_request
 from ..conf import media_settings
+from .schema import MediasiteAutoSchema
 
 
 class Access(enum.Enum):
@@ -55,6 +56,9 @@ def read_json(request) -> dict:
     raw = request.body
     if not raw:
         return {}
+    content_type = request.META.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+    if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+        raise errors.UnsupportedContentType(f"{content_type} is not accepted: send application/json")
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -77,6 +81,7 @@ class Endpoint(APIView):
     # Read by the schema generator only (see the module docstring); dispatch() below decides.
     authentication_classes = [AccessTokenAuthentication]
     parser_classes = []
+    schema = MediasiteAutoSchema()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -88,47 +88,83 @@ class _PipelinedSha256:
             self._first = None
 
 
+class BodyReceiver:
+    """One incoming file: the size cut-off, hashing and the temp file, fed chunk by chunk.
+
+    A raw body and each `file` part of a multipart body go through this same receiver, so both
+    kinds of upload are cut off, hashed and stored alike. Memory stays at one chunk.
+    """
+
+    def __init__(self):
+        self._limit = media_settings.MAX_UPLOAD_SIZE_BYTES
+        self._digest = _PipelinedSha256()
+        self._tmp = storage.new_temp_file()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self._limit:
+            raise errors.MediaTooLarge()
+        self._digest.update(data)
+        self._tmp.write(data)
+
+    def finish(self) -> Received:
+        try:
+            self._tmp.flush()
+            os.fsync(self._tmp.fileno())
+            self._tmp.close()
+        except BaseException:
+            self.abort()
+            raise
+        return Received(path=self._tmp.name, sha256=self._digest.hexdigest(), size=self.size)
+
+    def abort(self) -> None:
+        self._digest.close()
+        self._tmp.close()
+        try:
+            os.unlink(self._tmp.name)
+        except FileNotFoundError:
+            pass
+
+
+def read_chunks(*, stream, declared_length: int | None):
+    """The request body in chunks of at most UPLOAD_CHUNK_BYTES; UploadIncomplete if the client
+    sends fewer bytes than it declared or goes away mid-body."""
+    chunk_size = media_settings.UPLOAD_CHUNK_BYTES
+    remaining = declared_length
+    received = 0
+    while remaining is None or remaining > 0:
+        want = chunk_size if remaining is None else min(chunk_size, remaining)
+        try:
+            data = stream.read(want)
+        except Exception as exc:  # the client went away mid-body (server-specific errors)
+            raise errors.UploadIncomplete() from exc
+        if not data:
+            break
+        received += len(data)
+        if remaining is not None:
+            remaining -= len(data)
+        yield data
+    if declared_length is not None and received < declared_length:
+        raise errors.UploadIncomplete()
+
+
 def receive_body(*, stream, declared_length: int | None) -> Received:
-    """Copy a request body to a temp file, hashing as it goes; memory stays at one chunk.
+    """Copy a raw request body to a temp file, hashing as it goes.
 
     A declared Content-Length over the limit is refused before a byte is read; a body without
     one (chunked) is cut off as soon as it passes the limit.
     """
-    limit = media_settings.MAX_UPLOAD_SIZE_BYTES
-    if declared_length is not None and declared_length > limit:
+    if declared_length is not None and declared_length > media_settings.MAX_UPLOAD_SIZE_BYTES:
         raise errors.MediaTooLarge()
-    chunk_size = media_settings.UPLOAD_CHUNK_BYTES
-    digest = _PipelinedSha256()
-    size = 0
-    tmp = storage.new_temp_file()
+    receiver = BodyReceiver()
     try:
-        remaining = declared_length
-        while remaining is None or remaining > 0:
-            want = chunk_size if remaining is None else min(chunk_size, remaining)
-            try:
-                data = stream.read(want)
-            except Exception as exc:  # the client went away mid-body (server-specific errors)
-                raise errors.UploadIncomplete() from exc
-            if not data:
-                break
-            size += len(data)
-            if size > limit:
-                raise errors.MediaTooLarge()
-            digest.update(data)
-            tmp.write(data)
-            if remaining is not None:
-                remaining -= len(data)
-        if declared_length is not None and size < declared_length:
-            raise errors.UploadIncomplete()
-        tmp.flush()
-        os.fsync(tmp.fileno())
-        tmp.close()
+        for data in read_chunks(stream=stream, declared_length=declared_length):
+            receiver.write(data)
     except BaseException:
-        digest.close()
-        tmp.close()
-        os.unlink(tmp.name)
+        receiver.abort()
         raise
-    return Received(path=tmp.name, sha256=digest.hexdigest(), size=size)
+    return receiver.finish()
 
 
 def received_from_bytes(data: bytes) -> Received:

@@ -4,13 +4,22 @@ Tokens carry 256 bits of randomness, so a fast hash is enough: there is nothing 
 """
 import functools
 import hashlib
+import logging
 import secrets
+from datetime import timedelta
 
 from django.contrib.auth import get_user_model
-from django.db import DEFAULT_DB_ALIAS
+from django.db import DEFAULT_DB_ALIAS, DatabaseError
+from django.db.models import Q
+from django.utils import timezone
+
+from .. import errors
+from ..conf import media_settings
 
 from ..models import AccessToken
 from ..prepared import PreparedQuery
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "mst_"
 
@@ -19,10 +28,33 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+MAX_NAME_CHARS = AccessToken._meta.get_field("name").max_length
+
+
 def token_create(*, user, name: str = "") -> tuple[AccessToken, str]:
+    """A new token for `user`: the row, and the plaintext, which is never stored or shown again."""
+    if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
+        raise errors.InvalidParam(f"name must be a string of at most {MAX_NAME_CHARS} characters")
     plaintext = PREFIX + secrets.token_urlsafe(32)
-    row = AccessToken.objects.create(user=user, token_hash=hash_token(plaintext), name=name)
+    row = AccessToken.objects.create(user=user, token_hash=hash_token(plaintext), name=name.strip())
     return row, plaintext
+
+
+def token_list(*, user):
+    return AccessToken.objects.filter(user=user).order_by("-created_ts", "-pk")
+
+
+def token_revoke(*, token_id: int, user=None) -> None:
+    """Delete a token (only `user`'s own when given). Every node checks the database on each
+    request, with no cache, so the token stops working everywhere at once."""
+    if not 0 < token_id < 2**63:  # outside the column's range: no such row
+        raise errors.TokenNotFound()
+    rows = AccessToken.objects.filter(pk=token_id)
+    if user is not None:
+        rows = rows.filter(user=user)
+    deleted, _ = rows.delete()
+    if not deleted:
+        raise errors.TokenNotFound()
 
 
 @functools.cache
@@ -35,18 +67,38 @@ def _user_fields() -> tuple[str, ...]:
 # Runs on every authenticated request: compiled once (see media_app.prepared).
 _token_lookup = PreparedQuery(
     lambda token_hash: AccessToken.objects.filter(token_hash=token_hash).values_list(
-        *(f"user__{name}" for name in _user_fields())
+        "id", "last_used_ts", *(f"user__{name}" for name in _user_fields())
     )[:1]
 )
+
+
+def _note_use(token_id: int, last_used, now) -> None:
+    """Record that a token was used, at most once per precision interval: the lookup already
+    read the last time, so most requests write nothing, and the conditional UPDATE keeps
+    concurrent requests on other nodes from writing it again."""
+    precision = timedelta(seconds=media_settings.TOKEN_LAST_USED_PRECISION_SECONDS)
+    if last_used is not None and now - last_used < precision:
+        return
+    try:
+        AccessToken.objects.filter(pk=token_id).filter(
+            Q(last_used_ts__isnull=True) | Q(last_used_ts__lt=now - precision)
+        ).update(last_used_ts=now)
+    except DatabaseError:
+        # Bookkeeping only: a busy SQLite file must not fail the request it rides on.
+        logger.warning("Could not record the last use of token %s", token_id, exc_info=True)
 
 
 def token_user(*, token: str):
     """The active user a token belongs to, or None. The user's other fields load on access."""
     row = _token_lookup.fetchone(hash_token(token))
-    fields = _user_fields()
-    if row is None or not row[fields.index("is_active")]:
+    if row is None:
         return None
-    return get_user_model().from_db(DEFAULT_DB_ALIAS, fields, row)
+    token_id, last_used, user_row = row[0], row[1], row[2:]
+    fields = _user_fields()
+    if not user_row[fields.index("is_active")]:
+        return None
+    _note_use(token_id, last_used, timezone.now())
+    return get_user_model().from_db(DEFAULT_DB_ALIAS, fields, user_row)
 
 
 def user_get_or_create(*, username: str, admin: bool = False):

@@ -13,6 +13,7 @@ from ..background import enqueue_on_commit
 from .thumbnails import THUMBNAILABLE_TYPES
 from ..moderation.services import media_quarantine_on_arrival
 from .blobs import Received, blob_store_and_record, receive_body
+from .multipart import receive_multipart
 
 
 class TooManyPendingUploads(errors.RateLimited):
@@ -68,32 +69,64 @@ def _store_and_record(*, received: Received, record) -> Media:
     return blob_store_and_record(received=received, record=record_with_events)
 
 
+def _store_new_local(*, uploader, received: Received, media_type: str, upload_name: str | None) -> Media:
+    """Store validated bytes under a new local media ID, within the uploader's quota."""
+    quotas.quota_check(user=uploader, add_bytes=received.size, add_files=1)
+
+    def record(blob: Blob) -> Media:
+        # Checked again under the uploader's row lock: concurrent uploads cannot both fit.
+        quotas.quota_check(user=uploader, add_bytes=received.size, add_files=1, lock=True)
+        return create(
+            to=MediaStatus.STORED,
+            actor=Actor.UPLOADER,
+            server_name=media_settings.SERVER_NAME,
+            media_id=identifiers.new_media_id(),
+            blob=blob,
+            media_type=media_type,
+            media_length=received.size,
+            upload_name=identifiers.clean_upload_name(upload_name),
+            uploader=uploader,
+            origin=MediaOrigin.LOCAL,
+        )
+
+    return _store_and_record(received=received, record=record)
+
+
 def media_upload(*, uploader, stream, declared_length: int | None, upload_name: str | None) -> Media:
-    """A one-step upload (`POST /_matrix/media/v3/upload`, `POST /api/v1/media`)."""
+    """A one-step upload of a raw body (`POST /_matrix/media/v3/upload`, `POST /api/v1/media`)."""
     quotas.quota_check(user=uploader, add_bytes=declared_length or 0, add_files=1)
     received = receive_body(stream=stream, declared_length=declared_length)
     try:
         media_type = _validate(received)
-        quotas.quota_check(user=uploader, add_bytes=received.size, add_files=1)
-
-        def record(blob: Blob) -> Media:
-            quotas.quota_check(user=uploader, add_bytes=received.size, add_files=1, lock=True)
-            return create(
-                to=MediaStatus.STORED,
-                actor=Actor.UPLOADER,
-                server_name=media_settings.SERVER_NAME,
-                media_id=identifiers.new_media_id(),
-                blob=blob,
-                media_type=media_type,
-                media_length=received.size,
-                upload_name=identifiers.clean_upload_name(upload_name),
-                uploader=uploader,
-                origin=MediaOrigin.LOCAL,
-            )
-
-        return _store_and_record(received=received, record=record)
+        return _store_new_local(uploader=uploader, received=received, media_type=media_type, upload_name=upload_name)
     finally:
         received.discard()
+
+
+def media_upload_form(
+    *, uploader, stream, declared_length: int | None, content_type: str, upload_name: str | None = None
+) -> list[Media]:
+    """A one-step upload of a multipart/form-data body (`curl -F file=@x`): one media per `file`
+    part, each named by its part's file name (else `upload_name`).
+
+    Every file is received and validated before any is stored, so a body with one file too
+    large or with too many pixels stores none of them.
+    """
+    quotas.quota_check(user=uploader, add_bytes=declared_length or 0, add_files=1)
+    files = receive_multipart(stream=stream, declared_length=declared_length, content_type=content_type)
+    try:
+        media_types = [_validate(item.received) for item in files]
+        quotas.quota_check(user=uploader, add_bytes=sum(item.received.size for item in files), add_files=len(files))
+        return [
+            _store_new_local(
+                uploader=uploader, received=item.received, media_type=media_type,
+                upload_name=item.filename or upload_name,
+            )
+            for item, media_type in zip(files, media_types)
+        ]
+    finally:
+        for item in files:
+            item.received.discard()
 
 
 def media_create_pending(*, uploader) -> Media:

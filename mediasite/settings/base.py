@@ -120,9 +120,16 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Mediasite API",
-    "DESCRIPTION": "Native REST API of the Mediasite media repository.",
+    "DESCRIPTION": (
+        "The Matrix Content Repository API and the native REST API of the Mediasite media repository. "
+        "Authorize with an access token (`manage.py create_token USER` or `POST /api/v1/tokens`). "
+        "Every error is JSON: `{\"errcode\": \"M_…\", \"error\": \"…\", \"code\": \"…\"}`."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "PREPROCESSING_HOOKS": ["media_app.api.schema.exclude_disabled_endpoints"],
+    # The Authorize dialog's token survives a reload of the docs page.
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "displayOperationId": False},
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -149,6 +156,7 @@ MEDIASITE = {
     "ACCESS_FLUSH_SECONDS": env.float("MEDIASITE_ACCESS_FLUSH_SECONDS", default=10.0),
     "ACCESS_FLUSH_THREAD": True,
     "UNUSED_EXPIRES_SECONDS": env.int("MEDIASITE_UNUSED_EXPIRES_SECONDS", default=24 * 3600),
+    "MAX_UPLOAD_FILES_PER_REQUEST": env.int("MEDIASITE_MAX_UPLOAD_FILES", default=10),
     "MAX_PENDING_UPLOADS_PER_USER": env.int("MEDIASITE_MAX_PENDING_UPLOADS_PER_USER", default=100),
     "MAX_DOWNLOAD_TIMEOUT_MS": env.int("MEDIASITE_MAX_DOWNLOAD_TIMEOUT_MS", default=60_000),
     "DYNAMIC_THUMBNAILS": env.bool("MEDIASITE_DYNAMIC_THUMBNAILS", default=False),

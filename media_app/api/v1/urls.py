@@ -10,4 +10,6 @@ urlpatterns = [
     path(f"media/{_MEDIA}/content", views.MediaContentView.as_view()),
     path(f"media/{_MEDIA}/thumbnail", views.MediaThumbnailView.as_view()),
     path("me/usage", views.UsageView.as_view()),
+    path("tokens", views.TokenCollectionView.as_view()),
+    path("tokens/<int:token_id>", views.TokenDetailView.as_view()),
 ]

@@ -1,88 +1,217 @@
 """Native REST API (`/api/v1/`): the same services as the Matrix API, in REST shapes."""
 from dataclasses import asdict
+from datetime import datetime, timezone as dt_timezone
 
+from django.http import HttpResponse
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework.pagination import LimitOffsetPagination
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import CursorPagination
+from rest_framework.utils.urls import remove_query_param
 
+from ... import errors
+from ...models import MediaStatus
 from ...selectors import media_list_for_user
-from ...services import download, quotas, upload
-from ..body import request_body
-from ..endpoint import Endpoint, drf_request, json_response
+from ...services import deletion, download, quotas, tokens, upload
+from ..body import MULTIPART, UPLOAD_ACCEPTS, request_body, upload_body_kind
+from ..endpoint import Endpoint, drf_request, json_response, read_json
+from ..schema import (
+    ALLOW_REDIRECT, DOWNLOAD_ERRORS, FILENAME_QUERY, MEDIA_ID, SERVER_NAME, THUMBNAIL_PARAMETERS, TIMEOUT_MS,
+    UPLOAD_ERRORS, binary_parameters, binary_responses, endpoint_schema,
+)
 from ..serving import download_response, thumbnail_response
-from .serializers import MediaSerializer
+from .serializers import (
+    DeletionAcceptedSerializer, DeletionRequestSerializer, MediaSerializer, NewTokenSerializer, TokenCreateSerializer,
+    TokenSerializer,
+)
 
-_FILENAME = OpenApiParameter("filename", str, description="Original file name, kept encrypted at rest")
-_ERROR = OpenApiResponse(description="Error: {errcode, error, code}")
+_LISTED_STATUSES = [s for s in MediaStatus.values if s != MediaStatus.DELETED]
+
+
+class MediaCursorPagination(CursorPagination):
+    ordering = ("-created_ts", "-pk")
+    page_size = 100
+    page_size_query_param = "limit"
+    max_page_size = 1000
+
+    def decode_cursor(self, request):
+        try:
+            return super().decode_cursor(request)
+        except NotFound:
+            raise errors.InvalidParam("Invalid cursor") from None
+
+    def encode_cursor(self, cursor):
+        # A token sent as ?access_token= must not be copied into the links of the answer.
+        return remove_query_param(super().encode_cursor(cursor), "access_token")
+
+
+def _since(raw: str | None) -> datetime | None:
+    """`since` as an ISO 8601 date-time or milliseconds since the epoch (the Matrix unit)."""
+    if not raw:
+        return None
+    if raw.isdigit():
+        try:
+            return datetime.fromtimestamp(int(raw) / 1000, tz=dt_timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            raise errors.InvalidParam("since is out of range") from None
+    try:
+        value = parse_datetime(raw)
+    except ValueError:
+        value = None
+    if value is None:
+        raise errors.InvalidParam("since must be an ISO 8601 date-time or milliseconds since the epoch")
+    return value if value.tzinfo else value.replace(tzinfo=dt_timezone.utc)
+
+
+def _list_filters(params) -> dict:
+    status = params.get("status") or None
+    if status is not None and status not in _LISTED_STATUSES:
+        raise errors.InvalidParam(f"status must be one of {', '.join(_LISTED_STATUSES)}")
+    media_type = (params.get("type") or "").strip().lower() or None
+    return {"media_type": media_type, "status": status, "since": _since(params.get("since"))}
+
+
+_UPLOAD_FORM = {
+    "type": "object",
+    "properties": {
+        "file": {
+            "type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1,
+            "description": "One or more files; each part's file name is kept as the media's upload name",
+        },
+    },
+    "required": ["file"],
+}
+_UPLOADED = OpenApiResponse(
+    {"oneOf": [{"$ref": "#/components/schemas/Media"},
+               {"type": "array", "items": {"$ref": "#/components/schemas/Media"}}]},
+    description="The new media's metadata; a list when a multipart body carried several `file` parts",
+)
 
 
 class MediaCollectionView(Endpoint):
     rate_limits = {"post": "upload"}
     serializer_class = MediaSerializer
+    pagination_class = MediaCursorPagination
 
-    @extend_schema(
+    @endpoint_schema(
         summary="Upload media",
-        description="The raw request body is the file (Content-Length or chunked). The media type "
-        "is detected from the bytes.",
-        request={"application/octet-stream": OpenApiTypes.BINARY},
-        parameters=[_FILENAME],
-        responses={201: MediaSerializer, 400: _ERROR, 413: _ERROR},
+        description=f"{UPLOAD_ACCEPTS}. Each file is streamed to disk, cut off past the upload "
+        "limit, hashed and deduplicated; its type is detected from the bytes, never taken from "
+        "the request. With multipart, every file is checked before any is stored.",
+        request={
+            "application/octet-stream": OpenApiTypes.BINARY,
+            "multipart/form-data": _UPLOAD_FORM,
+            "*/*": OpenApiTypes.BINARY,
+        },
+        parameters=[FILENAME_QUERY],
+        responses={201: _UPLOADED},
+        errors=[*UPLOAD_ERRORS, errors.UnsupportedContentType, errors.MalformedMultipart, errors.MissingParam,
+                errors.TooManyFiles],
     )
     def post(self, request):
+        kind = upload_body_kind(request)
         stream, length = request_body(request)
+        context = {"request": request}
+        if kind == MULTIPART:
+            created = upload.media_upload_form(
+                uploader=request.user, stream=stream, declared_length=length,
+                content_type=request.META.get("CONTENT_TYPE", ""), upload_name=request.GET.get("filename"),
+            )
+            data = MediaSerializer(created, many=True, context=context).data
+            return json_response(data[0] if len(data) == 1 else data, status=201)
         media = upload.media_upload(
             uploader=request.user, stream=stream, declared_length=length,
             upload_name=request.GET.get("filename"),
         )
-        return json_response(MediaSerializer(media).data, status=201)
+        return json_response(MediaSerializer(media, context=context).data, status=201)
 
-    @extend_schema(summary="List your own media", responses={200: MediaSerializer(many=True)})
+    @endpoint_schema(
+        summary="List your own media",
+        description="Newest first, cursor-paginated: follow `next` / `previous`.",
+        parameters=[
+            OpenApiParameter("type", str, description="A media type (`image/png`) or a family (`image/*`, `image`)"),
+            OpenApiParameter("status", str, enum=_LISTED_STATUSES),
+            OpenApiParameter("since", str, description="Only media created at or after this ISO 8601 date-time "
+                             "or time in milliseconds since the epoch"),
+        ],
+        responses={200: MediaSerializer(many=True)},
+        errors=[errors.InvalidParam],
+    )
     def get(self, request):
-        paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(media_list_for_user(user=request.user), drf_request(request), view=self)
-        return paginator.get_paginated_response(MediaSerializer(page, many=True).data).data
+        queryset = media_list_for_user(user=request.user, **_list_filters(request.GET))
+        paginator = MediaCursorPagination()
+        wrapped = drf_request(request)
+        page = paginator.paginate_queryset(queryset, wrapped, view=self)
+        data = MediaSerializer(page, many=True, context={"request": request}).data
+        return paginator.get_paginated_response(data).data
+
+
+_MEDIA_PATH = [SERVER_NAME, MEDIA_ID]
 
 
 class MediaDetailView(Endpoint):
     serializer_class = MediaSerializer
 
-    @extend_schema(summary="Media metadata", responses={200: MediaSerializer, 404: _ERROR})
+    @endpoint_schema(
+        summary="Metadata of your media",
+        description="Your own media in any status but deleted; someone else's answers 404 (staff see all).",
+        parameters=_MEDIA_PATH,
+        responses={200: MediaSerializer},
+        errors=[errors.InvalidParam, errors.MediaNotFound],
+    )
     def get(self, request, server_name, media_id):
         media = download.media_get_metadata(server_name=server_name, media_id=media_id, user=request.user)
-        return MediaSerializer(media).data
+        return MediaSerializer(media, context={"request": request}).data
+
+    @endpoint_schema(
+        summary="Ask for your media to be deleted",
+        description="Queues a deletion request; the media is deleted when a moderator signs it off "
+        "(until then it stays as it is). Asking again returns the same pending request. Media "
+        "that is not yours answers 404.",
+        parameters=_MEDIA_PATH,
+        request=None,
+        responses={202: DeletionAcceptedSerializer},
+        errors=[errors.InvalidParam, errors.MediaNotFound, errors.MediaInvalidState],
+    )
+    def delete(self, request, server_name, media_id):
+        pending, _created = deletion.media_request_deletion(
+            server_name=server_name, media_id=media_id, user=request.user
+        )
+        body = {
+            "deletion_request": DeletionRequestSerializer(pending).data,
+            "message": "Deletion requested: the media is deleted once a moderator signs the request off.",
+        }
+        return json_response(body, status=202)
 
 
 class MediaContentView(Endpoint):
-    @extend_schema(
+    @endpoint_schema(
         summary="Media bytes",
-        description="Supports HEAD, single byte ranges, ETag / If-None-Match.",
-        parameters=[OpenApiParameter("timeout_ms", int, description="Wait this long for a pending upload")],
-        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, 206: OpenApiTypes.BINARY,
-                   404: _ERROR, 416: _ERROR, 504: _ERROR},
+        description="Supports HEAD, single byte ranges (206/416), ETag / If-None-Match (304) and If-Range.",
+        parameters=[*_MEDIA_PATH, TIMEOUT_MS, ALLOW_REDIRECT, *binary_parameters()],
+        responses=binary_responses(),
+        errors=DOWNLOAD_ERRORS,
     )
     def get(self, request, server_name, media_id):
         return download_response(request, server_name, media_id)
 
 
 class MediaThumbnailView(Endpoint):
-    @extend_schema(
+    @endpoint_schema(
         summary="Media thumbnail",
         description="Matrix thumbnail semantics: the smallest configured size at least as large as "
         "asked, never upscaled, metadata stripped; animated WebP when animated=true.",
-        parameters=[
-            OpenApiParameter("width", int, required=True),
-            OpenApiParameter("height", int, required=True),
-            OpenApiParameter("method", str, enum=["crop", "scale"]),
-            OpenApiParameter("animated", bool),
-        ],
-        responses={(200, "image/*"): OpenApiTypes.BINARY, 400: _ERROR, 404: _ERROR},
+        parameters=[*_MEDIA_PATH, *THUMBNAIL_PARAMETERS, TIMEOUT_MS, *binary_parameters()],
+        responses=binary_responses(),
+        errors=DOWNLOAD_ERRORS,
     )
     def get(self, request, server_name, media_id):
         return thumbnail_response(request, server_name, media_id)
 
 
 class UsageView(Endpoint):
-    @extend_schema(
+    @endpoint_schema(
         summary="Your quota and usage",
         description="Bytes and files you have stored (reservations count as files), your limits "
         "(0 = unlimited) and your open reservations.",
@@ -91,3 +220,36 @@ class UsageView(Endpoint):
     )
     def get(self, request):
         return asdict(quotas.quota_usage(user=request.user))
+class TokenCollectionView(Endpoint):
+    serializer_class = TokenSerializer
+
+    @endpoint_schema(summary="List your access tokens", description="Never the secrets.",
+                     responses={200: TokenSerializer(many=True)})
+    def get(self, request):
+        return TokenSerializer(tokens.token_list(user=request.user), many=True).data
+
+    @endpoint_schema(
+        summary="Create an access token",
+        description="The answer carries the secret (`token`); it is stored only as a hash and never shown again.",
+        request=TokenCreateSerializer,
+        responses={201: NewTokenSerializer},
+        errors=[errors.InvalidParam, errors.BadRequest, errors.UnsupportedContentType],
+    )
+    def post(self, request):
+        name = read_json(request).get("name", "")
+        row, secret = tokens.token_create(user=request.user, name=name)
+        return json_response({**TokenSerializer(row).data, "token": secret}, status=201)
+
+
+class TokenDetailView(Endpoint):
+    @endpoint_schema(
+        summary="Revoke one of your access tokens",
+        description="It stops working at once, on every server node (tokens are checked against "
+        "the database on each request).",
+        parameters=[OpenApiParameter("token_id", int, OpenApiParameter.PATH)],
+        responses={204: OpenApiResponse(description="Revoked")},
+        errors=[errors.TokenNotFound],
+    )
+    def delete(self, request, token_id):
+        tokens.token_revoke(token_id=token_id, user=request.user)
+        return HttpResponse(status=204)
