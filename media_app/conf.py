@@ -48,6 +48,8 @@ DEFAULTS = {
     # The scheduled scrub re-hashes this many blobs per run, least recently verified first.
     "SCRUB_SAMPLE_BLOBS": 1000,
     "SCRUB_INTERVAL_SECONDS": 3600,
+    # Temp files of dead processes are removed this often (and whenever a web worker starts).
+    "TEMP_SWEEP_INTERVAL_SECONDS": 300,
 }
 
 

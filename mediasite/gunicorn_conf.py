@@ -60,6 +60,20 @@ def on_exit(server):
             _embedded_worker.kill()
 
 
+def post_worker_init(worker):
+    # A worker that starts may replace one that was killed mid-upload: remove the temp files
+    # no live process holds any more (media_app.storage), now rather than at the next sweep.
+    from media_app.storage import temp_files_sweep
+
+    try:
+        removed = temp_files_sweep()
+    except OSError as exc:
+        worker.log.warning("Temp file sweep failed: %s", exc)
+        return
+    if removed:
+        worker.log.info("Removed %d temp files of dead processes", removed)
+
+
 def worker_exit(server, worker):
     # Write the last batch of access times before the process goes away.
     from media_app.services.access import access_batch
