@@ -24,7 +24,7 @@ from django.conf import settings as django_settings
 from media_app import storage
 from media_app.models import Blob, Media, Thumbnail
 from media_app.services import gc
-from tests.conftest import ROOT, body_of, download_url, png_bytes, require_service, start_server, stop_server, upload
+from tests.conftest import ROOT, download_url, png_bytes, require_service, start_server, stop_server, upload
 
 
 def _mount_tmpfs(path: Path, size: str) -> None:
