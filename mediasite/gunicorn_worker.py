@@ -78,7 +78,10 @@ def request_ready(buf: bytes) -> bool:
         return True
     have = len(buf) - end.end()
     if _CHUNKED.search(head):
-        return have >= BODY_PREFETCH_BYTES or buf.endswith(b"0\r\n\r\n")
+        # The last chunk ("0" CRLF, trailers may follow) or enough. Handing over early only
+        # costs a thread; waiting for bytes that never come would cost the request.
+        body = buf[end.end():]
+        return have >= BODY_PREFETCH_BYTES or body.startswith(b"0\r\n") or b"\r\n0\r\n" in body
     length = _CONTENT_LENGTH.search(head)
     if length is None:
         return True
@@ -171,7 +174,8 @@ class BufferingThreadWorker(ThreadWorker):
 
     def murder_pending(self):
         super().murder_pending()
-        now = time.monotonic()
+        # A stopping worker does not wait for requests still arriving: their clients retry.
+        now = time.monotonic() if self.alive else float("inf")
         while self.reading_conns and self.reading_conns[0].timeout <= now:
             conn = self.reading_conns.popleft()
             self.poller.unregister(conn.sock)
