@@ -339,6 +339,7 @@ def _put_local(backend: FileSystemStorage, key: str, src_path: str, *, keep_sour
             os.replace(src_path, dest)
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            _unlink_quietly(part)  # linked but not renamed into place (a full directory)
             raise
         # Another filesystem (or no hard links): copy beside the target, then rename.
         try:
