@@ -45,8 +45,12 @@ def thumbnail_inserts_fail(db):
 
 
 def test_pregeneration_retries_a_full_database_and_leaves_no_file_without_a_row(
-        alice_client, thumbnail_inserts_fail, settings, monkeypatch):
+        alice_client, thumbnail_inserts_fail, settings, monkeypatch, tmp_path):
     from mediasite.celery import app
+
+    fs = settings.STORAGES["fs"]  # a media directory of this test's own, to list
+    settings.STORAGES = {**settings.STORAGES, "fs": {**fs, "OPTIONS": {**fs["OPTIONS"], "location": str(tmp_path)}}}
+    settings.MEDIASITE = {**settings.MEDIASITE, "STORAGE": "fs", "THUMBNAIL_STORAGE": "fs"}
 
     # Eager retries re-run inside apply() only when failures are not propagated at once.
     monkeypatch.setitem(app.conf, "task_eager_propagates", False)
