@@ -213,9 +213,11 @@ def test_sqlite_full_on_commit_is_a_507_and_the_stored_file_is_removed(tmpfs, tm
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mediasite.settings.production",
            "DATABASE_URL": f"sqlite:///{db_dir / 'mediasite.sqlite3'}", "MEDIASITE_DATA_DIR": str(data_dir)}
     env.pop("REDIS_URL", None)
+    env["MEDIASITE_STORAGE"] = "fs"
     _manage(env, "migrate", "--noinput", "-v", "0")
     token = _manage(env, "create_token", "alice").strip().splitlines()[-1]
-    server = start_server(tmp_path, DATABASE_URL=env["DATABASE_URL"], MEDIASITE_DATA_DIR=str(data_dir), REDIS_URL="")
+    server = start_server(tmp_path, DATABASE_URL=env["DATABASE_URL"], MEDIASITE_DATA_DIR=str(data_dir),
+                          REDIS_URL="", MEDIASITE_STORAGE="fs")
     try:
         status, _ = _post(server, token, os.urandom(1000))  # warm: connections open, pages cached
         assert status == 200
@@ -256,7 +258,7 @@ def own_data_dir(tmp_path, settings):
 
 def test_a_worker_killed_mid_upload_leaves_no_temp_file(transactional_db, own_data_dir, make_user, make_token, tmp_path):
     token = make_token(make_user("alice"))
-    server = start_server(tmp_path, MEDIASITE_DATA_DIR=str(own_data_dir))
+    server = start_server(tmp_path, MEDIASITE_DATA_DIR=str(own_data_dir), MEDIASITE_STORAGE="fs")
     temp = own_data_dir / "tmp"
     sock = socket.create_connection(server.host_port, timeout=30)
     try:
@@ -294,7 +296,7 @@ def test_a_worker_killed_mid_upload_leaves_no_temp_file(transactional_db, own_da
 def test_kill_9_of_the_whole_server_mid_burst_loses_no_acknowledged_upload(
         transactional_db, own_data_dir, make_user, make_token, tmp_path):
     token = make_token(make_user("alice"))
-    server = start_server(tmp_path, MEDIASITE_DATA_DIR=str(own_data_dir), MEDIASITE_WORKERS="2")
+    server = start_server(tmp_path, MEDIASITE_DATA_DIR=str(own_data_dir), MEDIASITE_STORAGE="fs")
     acknowledged: dict[str, bytes] = {}
     lock = threading.Lock()
     stop = threading.Event()
@@ -329,7 +331,7 @@ def test_kill_9_of_the_whole_server_mid_burst_loses_no_acknowledged_upload(
     assert len(acknowledged) >= 30
 
     every_row_has_its_file()
-    restarted = start_server(tmp_path, MEDIASITE_DATA_DIR=str(own_data_dir))
+    restarted = start_server(tmp_path, MEDIASITE_DATA_DIR=str(own_data_dir), MEDIASITE_STORAGE="fs")
     try:
         for mxc, data in acknowledged.items():
             assert _get(restarted, token, download_url(mxc)) == (200, data)
