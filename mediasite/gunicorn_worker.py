@@ -32,7 +32,8 @@ def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
-# Time for a request's head (and its first body bytes) to arrive once its first byte has.
+# Time for a request's head (and its first body bytes) to arrive, from the connection's accept
+# (or, on a kept-alive connection, from the next request's first byte).
 REQUEST_HEAD_TIMEOUT_SECONDS = _env_float("MEDIASITE_REQUEST_HEAD_TIMEOUT_SECONDS", 20)
 # Body bytes collected before a thread is used: a body this small never waits in a thread.
 BODY_PREFETCH_BYTES = int(_env_float("MEDIASITE_BODY_PREFETCH_BYTES", 64 << 10))
