@@ -70,6 +70,8 @@ DEFAULTS = {
     "HOMESERVER_TIMEOUT_SECONDS": 5.0,
     # Uncached whoami look-ups per client IP: random tokens cannot make us flood the homeserver.
     "HOMESERVER_LOOKUP_RATE_PER_IP": "60/minute",
+    # Temp files of dead processes are removed this often (and whenever a web worker starts).
+    "TEMP_SWEEP_INTERVAL_SECONDS": 300,
 }
 
 

@@ -126,6 +126,19 @@ class FlightAbandoned(MediasiteError):
 
     def __init__(self, message=None):
         super().__init__(message, headers={"Retry-After": "1"})
+class StorageFull(MediasiteError):
+    code, status, errcode, message = "STORAGE_FULL", 507, "M_UNKNOWN", "Media storage is full"
+
+
+def is_database_full(exc: BaseException) -> bool:
+    """The database could not write for lack of space: SQLite's SQLITE_FULL ("database or disk
+    is full"), PostgreSQL's disk_full (SQLSTATE 53100)."""
+    from django.db import DatabaseError
+
+    if not isinstance(exc, DatabaseError):
+        return False
+    cause = exc.__cause__
+    return getattr(cause, "sqlstate", None) == "53100" or "database or disk is full" in str(exc)
 
 
 class InvalidParam(MediasiteError):
@@ -247,6 +260,9 @@ def to_mediasite_error(exc) -> MediasiteError:
         return Forbidden()
     if isinstance(exc, SuspiciousOperation):
         return BadRequest("Malformed request")
+    if is_database_full(exc):
+        logger.error("The database is out of space: %s", type(exc).__name__)
+        return StorageFull()
     logger.exception("Unhandled error", exc_info=exc)
     return InternalError()
 

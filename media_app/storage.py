@@ -14,6 +14,7 @@ as one of two errors: STORAGE_UNAVAILABLE (503, retry) or STORAGE_FULL (507).
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import hashlib
 import hmac
 import os
@@ -36,8 +37,7 @@ from .conf import media_settings
 COPY_CHUNK_BYTES = 1 << 20
 
 
-class StorageFull(errors.MediasiteError):
-    code, status, errcode, message = "STORAGE_FULL", 507, "M_UNKNOWN", "Media storage is full"
+StorageFull = errors.StorageFull
 
 
 class BlobMissing(errors.MediasiteError):
@@ -70,12 +70,65 @@ def is_local(alias: str) -> bool:
     return isinstance(storages[alias], FileSystemStorage)
 
 
-# --- temp files ------------------------------------------------------------------------------
+# --- temp files ---------------------------------------------------------------------------
+# A temp file is named after the process that owns it and stays flock()ed by that process until
+# it is discarded; the kernel drops the lock when the process dies, however it dies. So a sweep
+# can remove the temp files of dead processes at once (a worker killed mid-upload must not
+# leave its bytes until the collector's grace period ends) without touching uploads in flight.
+
+TEMP_PREFIX = "upload-"
+# A file this young may not be locked yet by its (live) creator.
+TEMP_LOCK_SETTLE_SECONDS = 60
+
 
 def temp_dir() -> Path:
     path = Path(media_settings.DATA_DIR) / "tmp"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _owner_pid(name: str) -> int | None:
+    parts = name.split("-")
+    if len(parts) >= 3 and parts[0] + "-" == TEMP_PREFIX and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def temp_files_sweep() -> int:
+    """Remove the temp files no live process holds; returns how many. Safe at any time, from
+    any process: a file still locked is in use, and a young one whose owner lives may be
+    about to be locked."""
+    removed = 0
+    now = time.time()
+    for path in temp_dir().iterdir():
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except (FileNotFoundError, IsADirectoryError, OSError):
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # held by a live process
+            owner = _owner_pid(path.name)
+            young = now - os.fstat(fd).st_mtime < TEMP_LOCK_SETTLE_SECONDS
+            if young and (owner is None or _pid_alive(owner)):
+                continue
+            _unlink_quietly(str(path))
+            removed += 1
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _load_sync_file_range():
@@ -105,12 +158,23 @@ class _TempFile:
     short write that went unnoticed would store bytes that do not match their hash.
     """
 
+    _fh = _lock_fd = None  # until __init__ has set them (so __del__ and __getattr__ are safe)
+
     def __init__(self):
         try:
-            self._fh = tempfile.NamedTemporaryFile(dir=temp_dir(), prefix="upload-", delete=False, buffering=0)
+            self._fh = tempfile.NamedTemporaryFile(
+                dir=temp_dir(), prefix=f"{TEMP_PREFIX}{os.getpid()}-", delete=False, buffering=0
+            )
         except OSError as exc:
             raise translate_os_error(exc) from exc
         self.name = self._fh.name
+        # A descriptor of its own, so the lock outlives close() until discard().
+        try:
+            self._lock_fd = os.open(self.name, os.O_RDONLY)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            self.discard()
+            raise translate_os_error(exc) from exc
         self._written = 0
         self._flushed_to = 0
 
@@ -137,7 +201,23 @@ class _TempFile:
         return self._fh.fileno()
 
     def close(self) -> None:
+        """Close for writing; the file stays locked (in use) until discard()."""
         self._fh.close()
+
+    def discard(self) -> None:
+        """Remove the file (if it is still here) and drop the lock."""
+        self._fh.close()
+        _unlink_quietly(self.name)
+        self.release()
+
+    def release(self) -> None:
+        """Drop the lock only: for a file that was renamed into place."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self):
+        self.release()
 
     def __enter__(self):
         return self
@@ -259,6 +339,7 @@ def _put_local(backend: FileSystemStorage, key: str, src_path: str, *, keep_sour
             os.replace(src_path, dest)
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            _unlink_quietly(part)  # linked but not renamed into place (a full directory)
             raise
         # Another filesystem (or no hard links): copy beside the target, then rename.
         try:
@@ -303,8 +384,7 @@ def copy_to(alias: str, key: str, *, from_alias: str) -> None:
         tmp.close()
         put_file(alias, key, tmp.name)
     finally:
-        tmp.close()
-        _unlink_quietly(tmp.name)
+        tmp.discard()
 
 
 # --- reading ---------------------------------------------------------------------------------

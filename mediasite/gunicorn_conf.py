@@ -1,10 +1,13 @@
 """gunicorn configuration for `make run` and production.
 
-gthread workers: processes keep CPU-bound work (hashing, thumbnails) parallel, threads keep slow
-clients and long uploads from blocking a process, keep-alive connections are reused, and local
-files go out with sendfile. Few threads per process: on 2 cores, 5 processes x 4 threads served
-small downloads at ~830 req/s against ~740 for 4 x 8, where the extra threads only fought over
-each process's GIL (wrk, 16 connections, three rounds each).
+gthread workers: processes keep CPU-bound work (hashing, thumbnails) parallel, threads keep long
+uploads from blocking a process, keep-alive connections are reused, and local files go out with
+sendfile. The worker class is gthread's with each request's head (and the start of its body) read
+in the event loop before a thread takes it (mediasite/gunicorn_worker.py), so clients that send
+their requests slowly hold no thread and cannot starve the others. Few threads per process: on
+2 cores, 5 processes x 4 threads served small downloads at ~830 req/s against ~740 for 4 x 8,
+where the extra threads only fought over each process's GIL (wrk, 16 connections, three rounds
+each).
 """
 import multiprocessing
 import os
@@ -17,7 +20,7 @@ from mediasite.log_redaction import install as install_log_redaction
 
 bind = f"{os.environ.get('MEDIASITE_BIND_HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("MEDIASITE_WORKERS", multiprocessing.cpu_count() * 2 + 1))
-worker_class = "gthread"
+worker_class = "mediasite.gunicorn_worker.BufferingThreadWorker"
 threads = int(os.environ.get("MEDIASITE_THREADS", 4))
 keepalive = 30
 # gthread workers heartbeat from their main thread, so a long upload is not killed by this.
@@ -73,6 +76,20 @@ def on_exit(server):
             _embedded_worker.wait(timeout=20)
         except subprocess.TimeoutExpired:
             _embedded_worker.kill()
+
+
+def post_worker_init(worker):
+    # A worker that starts may replace one that was killed mid-upload: remove the temp files
+    # no live process holds any more (media_app.storage), now rather than at the next sweep.
+    from media_app.storage import temp_files_sweep
+
+    try:
+        removed = temp_files_sweep()
+    except OSError as exc:
+        worker.log.warning("Temp file sweep failed: %s", exc)
+        return
+    if removed:
+        worker.log.info("Removed %d temp files of dead processes", removed)
 
 
 def worker_exit(server, worker):

@@ -5,16 +5,19 @@ the bytes are fsync'd and renamed into place before the rows that point at them 
 crash leaves at worst an orphan file for the garbage collector, never a row without a file.
 """
 import hashlib
+import logging
 import os
 import queue
 import threading
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 
 from .. import errors, storage
 from ..conf import media_settings
 from ..models import Blob, BlobIntegrity
+
+logger = logging.getLogger(__name__)
 
 
 class BlobQuarantined(Exception):
@@ -33,8 +36,12 @@ class Received:
     path: str
     sha256: str
     size: int
+    temp: object = None  # the storage temp file, locked (in use) until discarded
 
     def discard(self) -> None:
+        if self.temp is not None:
+            self.temp.discard()
+            return
         try:
             os.unlink(self.path)
         except FileNotFoundError:
@@ -116,15 +123,11 @@ class BodyReceiver:
         except BaseException:
             self.abort()
             raise
-        return Received(path=self._tmp.name, sha256=self._digest.hexdigest(), size=self.size)
+        return Received(path=self._tmp.name, sha256=self._digest.hexdigest(), size=self.size, temp=self._tmp)
 
     def abort(self) -> None:
         self._digest.close()
-        self._tmp.close()
-        try:
-            os.unlink(self._tmp.name)
-        except FileNotFoundError:
-            pass
+        self._tmp.discard()
 
 
 def read_chunks(*, stream, declared_length: int | None):
@@ -174,9 +177,11 @@ def received_from_bytes(data: bytes) -> Received:
         tmp.write(data)
         tmp.flush()
         os.fsync(tmp.fileno())
-    finally:
         tmp.close()
-    return Received(path=tmp.name, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    except BaseException:
+        tmp.discard()
+        raise
+    return Received(path=tmp.name, sha256=hashlib.sha256(data).hexdigest(), size=len(data), temp=tmp)
 
 
 def blob_store_and_record(*, received: Received, record, thumbnail: bool = False):
@@ -203,42 +208,69 @@ def blob_store_and_record(*, received: Received, record, thumbnail: bool = False
     """
     key = storage.blob_key(received.sha256)
     stored_in = None
-    for _attempt in range(5):
-        existing = Blob.objects.filter(sha256=received.sha256).only("pk", "quarantined").first()
-        if existing and existing.quarantined and thumbnail:
-            raise BlobQuarantined()
-        if existing is None and stored_in is None:
-            stored_in = storage.backend_for_new_blobs(thumbnail=thumbnail)
-            storage.put_file(stored_in, key, received.path, keep_source=True)
-        try:
-            with transaction.atomic():
-                if existing is not None:
-                    blob = Blob.objects.select_for_update().filter(pk=existing.pk).first()
-                    if blob is None:  # collected between the two reads: store afresh
-                        stored_in = None
-                        continue
-                    if blob.gc_pending or blob.integrity in (BlobIntegrity.MISSING, BlobIntegrity.CORRUPT):
-                        storage.put_file(blob.storage, blob.key, received.path, keep_source=True)
-                        # Unchecked and never verified: first in line for the next scrub.
-                        Blob.objects.filter(pk=blob.pk).update(
-                            gc_pending=False, integrity=BlobIntegrity.UNCHECKED, verified_ts=None
+    try:
+        for _attempt in range(5):
+            existing = Blob.objects.filter(sha256=received.sha256).only("pk", "quarantined").first()
+            if existing and existing.quarantined and thumbnail:
+                raise BlobQuarantined()
+            if existing is None and stored_in is None:
+                stored_in = storage.backend_for_new_blobs(thumbnail=thumbnail)
+                storage.put_file(stored_in, key, received.path, keep_source=True)
+            try:
+                with transaction.atomic():
+                    if existing is not None:
+                        blob = Blob.objects.select_for_update().filter(pk=existing.pk).first()
+                        if blob is None:  # collected between the two reads: store afresh
+                            stored_in = None
+                            continue
+                        if blob.gc_pending or blob.integrity in (BlobIntegrity.MISSING, BlobIntegrity.CORRUPT):
+                            storage.put_file(blob.storage, blob.key, received.path, keep_source=True)
+                            # Unchecked and never verified: first in line for the next scrub.
+                            Blob.objects.filter(pk=blob.pk).update(
+                                gc_pending=False, integrity=BlobIntegrity.UNCHECKED, verified_ts=None
+                            )
+                            blob.gc_pending, blob.integrity = False, BlobIntegrity.UNCHECKED
+                        created = False
+                    else:
+                        blob = Blob.objects.create(
+                            sha256=received.sha256,
+                            size=received.size,
+                            storage=stored_in,
+                            key=key,
+                            # Content quarantined earlier, whose bytes were since reclaimed: the
+                            # ban outlives the row, so the new row is born quarantined.
+                            quarantined=_hash_quarantined(received.sha256),
                         )
-                        blob.gc_pending, blob.integrity = False, BlobIntegrity.UNCHECKED
-                    created = False
-                else:
-                    blob = Blob.objects.create(
-                        sha256=received.sha256,
-                        size=received.size,
-                        storage=stored_in,
-                        key=key,
-                        # Content quarantined earlier, whose bytes were since reclaimed: the
-                        # ban outlives the row, so the new row is born quarantined.
-                        quarantined=_hash_quarantined(received.sha256),
-                    )
-                    if not storage.exists(stored_in, key):
-                        storage.put_file(stored_in, key, received.path, keep_source=True)
-                    created = True
-                return record(blob, created)
-        except IntegrityError:
-            continue  # another writer of the same bytes created the Blob first
-    raise errors.StorageUnavailable("Could not record the stored bytes; please retry")
+                        if not storage.exists(stored_in, key):
+                            storage.put_file(stored_in, key, received.path, keep_source=True)
+                        created = True
+                    return record(blob, created)
+            except IntegrityError:
+                continue  # another writer of the same bytes created the Blob first
+        raise errors.StorageUnavailable("Could not record the stored bytes; please retry")
+    except BaseException:
+        # The row for the file we stored did not commit (the database is full or failing, the
+        # record was refused): the file must not stay behind without a row.
+        if stored_in is not None:
+            _remove_if_unrecorded(alias=stored_in, key=key, sha256=received.sha256, size=received.size)
+        raise
+
+
+def _remove_if_unrecorded(*, alias: str, key: str, sha256: str, size: int) -> None:
+    """Delete a file just stored at `key` unless a row for the same content exists now (a
+    concurrent upload of the same bytes may have recorded it)."""
+    try:
+        if connection.vendor == "sqlite":
+            # BEGIN IMMEDIATE takes SQLite's one write lock, so no other writer is between its
+            # insert and its commit while we look; and it needs no space, unlike an insert.
+            with transaction.atomic():
+                if not Blob.objects.filter(sha256=sha256).exists():
+                    storage.delete_file(alias, key)
+        else:
+            # The collector's protocol: a placeholder row under the UNIQUE sha256 makes a
+            # concurrent insert of the same content wait while the file goes.
+            from .gc import orphan_file_collect
+
+            orphan_file_collect(alias=alias, key=key, sha256=sha256, size=size)
+    except (DatabaseError, errors.MediasiteError):
+        logger.warning("A stored file without a row is left for the garbage collector: %s", key)

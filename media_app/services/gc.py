@@ -21,7 +21,6 @@ uploader checks its file after its insert). Nothing younger than the grace perio
 """
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -109,21 +108,14 @@ def _collect_orphan_file(alias: str, key: str, sha256: str, size: int) -> bool:
         return True
 
 
+def orphan_file_collect(*, alias: str, key: str, sha256: str, size: int) -> bool:
+    """Delete the file at `key` unless a row records it (an upload whose row did not commit)."""
+    return _collect_orphan_file(alias, key, sha256, size)
+
+
 def media_backends() -> list[str]:
     """The configured backends that hold blobs (not Django's `default` or static files)."""
     return [alias for alias in settings.STORAGES if alias not in ("default", "staticfiles")]
-
-
-def _sweep_temp_dir(cutoff) -> int:
-    removed = 0
-    for path in Path(storage.temp_dir()).iterdir():
-        try:
-            if path.is_file() and path.stat().st_mtime < cutoff.timestamp():
-                path.unlink()
-                removed += 1
-        except FileNotFoundError:
-            continue
-    return removed
 
 
 def blobs_collect_garbage(*, grace_seconds: int | None = None, progress: Progress | None = None) -> GcReport:
@@ -170,7 +162,7 @@ def blobs_collect_garbage(*, grace_seconds: int | None = None, progress: Progres
             if _collect_orphan_file(alias, stored.key, sha256, stored.size):
                 report.orphan_files_removed += 1
                 report.orphan_files_removed_bytes += stored.size
-    report.temp_files_removed = _sweep_temp_dir(cutoff)
+    report.temp_files_removed = storage.temp_files_sweep()
     return report
 
 

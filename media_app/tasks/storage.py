@@ -7,6 +7,7 @@ than reported as findings.
 import logging
 
 from celery import shared_task
+from django.db import DatabaseError
 
 from mediasite.celery import app
 
@@ -14,12 +15,16 @@ from .. import errors
 from ..conf import media_settings
 from ..services.gc import blobs_collect_garbage
 from ..services.integrity import blobs_verify
+from ..storage import temp_files_sweep
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="media_app.storage.scrub", autoretry_for=(errors.StorageUnavailable,),
-             retry_backoff=60, max_retries=3)
+# Backend outages and database errors (locked, restarting, out of space) are retried.
+_RETRY = {"autoretry_for": (errors.StorageUnavailable, DatabaseError), "retry_backoff": 60, "max_retries": 3}
+
+
+@shared_task(name="media_app.storage.scrub", **_RETRY)
 def scrub_blobs(sample: int | None = None) -> dict:
     report = blobs_verify(sample=sample or media_settings.SCRUB_SAMPLE_BLOBS)
     for finding in report.findings:
@@ -28,14 +33,21 @@ def scrub_blobs(sample: int | None = None) -> dict:
     return {"checked": report.checked, "bad": len(report.findings)}
 
 
-@shared_task(name="media_app.storage.collect_garbage", autoretry_for=(errors.StorageUnavailable,),
-             retry_backoff=60, max_retries=3)
+@shared_task(name="media_app.storage.collect_garbage", **_RETRY)
 def collect_garbage() -> dict:
     report = blobs_collect_garbage()
     return {"blobs": report.blobs_removed, "files": report.orphan_files_removed, "temp": report.temp_files_removed}
+
+
+@shared_task(name="media_app.storage.sweep_temp_files")
+def sweep_temp_files() -> int:
+    """Temp files of processes that died (a worker killed mid-upload), not those in use."""
+    return temp_files_sweep()
 
 
 # Registered at import (autodiscovery imports this module in beat before its scheduler
 # starts); add_periodic_task defers the entries itself if the app is not configured yet.
 app.add_periodic_task(media_settings.SCRUB_INTERVAL_SECONDS, scrub_blobs.s(), name="media_app.storage.scrub")
 app.add_periodic_task(media_settings.GC_INTERVAL_SECONDS, collect_garbage.s(), name="media_app.storage.collect_garbage")
+app.add_periodic_task(media_settings.TEMP_SWEEP_INTERVAL_SECONDS, sweep_temp_files.s(),
+                      name="media_app.storage.sweep_temp_files")

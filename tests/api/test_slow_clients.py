@@ -1,0 +1,121 @@
+"""Slow clients against a real gunicorn (mediasite/gunicorn_worker.py): clients that send their
+request head or body slowly hold no thread, so everyone else is still answered.
+
+No timing assertions beyond generous bounds: every probe must be answered within a few
+seconds (the stock gthread worker leaves them hanging for good); bench/slow_clients.py prints
+the latency percentiles.
+"""
+import os
+import socket
+import time
+
+import pytest
+
+from tests.conftest import start_server, stop_server, upload
+from tests.slow_clients import SlowClients, probe
+
+# Generous: a probe answered at all while the slow clients are held; the stock worker never answers.
+PROBE_BOUND_SECONDS = 5
+
+
+@pytest.fixture(scope="module")
+def slow_server(django_db_setup, django_db_blocker, tmp_path_factory):
+    server = start_server(
+        tmp_path_factory.mktemp("slow-server"),
+        MEDIASITE_REQUEST_HEAD_TIMEOUT_SECONDS="3",
+        MEDIASITE_BODY_GRACE_SECONDS="2",
+        MEDIASITE_MIN_BODY_RATE_BYTES_PER_SECOND="4096",
+    )
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture
+def served(slow_server, transactional_db, alice_token):
+    """(server, token, path of a 16 KiB download) with the rows committed for the server."""
+    from django.test import Client
+
+    mxc = upload(Client(HTTP_AUTHORIZATION=f"Bearer {alice_token}"), os.urandom(16 << 10))
+    return slow_server, alice_token, f"/_matrix/client/v1/media/download/{mxc}"
+
+
+def test_downloads_are_answered_while_200_slow_heads_and_20_slow_bodies_are_held(served):
+    server, token, path = served
+    host, port = server.host_port
+    with SlowClients(host, port, heads=200, bodies=20, interval=1.0, token=token) as slow:
+        time.sleep(2)  # every slow client has started dribbling
+        for _ in range(50):
+            status, seconds, size = probe(host, port, path, token, timeout=30)
+            assert status == 200 and size == 16 << 10
+            assert seconds < PROBE_BOUND_SECONDS, f"a download took {seconds:.1f} s"
+        assert slow.stats.opened >= 220
+
+
+def test_a_request_head_that_never_ends_is_answered_408_and_closed(served):
+    server, token, _path = served
+    host, port = server.host_port
+    slow = SlowClients(host, port, heads=1, interval=0.5, reopen=False).start()
+    try:
+        deadline = time.monotonic() + 20
+        while slow.stats.closed_by_server == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        slow.stop()
+    assert slow.stats.answers == ["HTTP/1.1 408 Request Timeout"]
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+        if b"\r\n\r\n" in data and data.rstrip().endswith(b"}"):
+            break
+    return data
+
+
+def test_a_body_that_trickles_after_a_fast_start_loses_its_thread(served):
+    """Past the prefetched part the body is read in a thread, under a deadline that moves with
+    the bytes received: a client that then sends one byte every half second is cut off."""
+    server, token, _path = served
+    sock = socket.create_connection(server.host_port, timeout=30)
+    try:
+        sock.sendall(b"POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     + token.encode() + b"\r\nContent-Type: application/octet-stream\r\n"
+                     b"Content-Length: 1000000\r\n\r\n" + os.urandom(128 << 10))
+        sock.settimeout(0.5)
+        answer = b""
+        deadline = time.monotonic() + 30
+        while not answer and time.monotonic() < deadline:
+            try:
+                sock.send(b"x")
+                answer = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        sock.settimeout(10)
+        answer += _read_response(sock) if answer and b"}" not in answer else b""
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:300]
+    assert b"UPLOAD_INCOMPLETE" in answer
+
+
+def test_small_request_bodies_are_collected_before_the_thread_takes_them(served):
+    """A small upload sent in pieces (head, then body a moment later) is read whole."""
+    server, token, _path = served
+    data = os.urandom(1000)
+    sock = socket.create_connection(server.host_port, timeout=30)
+    try:
+        sock.sendall(b"POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     + token.encode() + b"\r\nContent-Type: application/octet-stream\r\n"
+                     b"Content-Length: 1000\r\nConnection: close\r\n\r\n")
+        time.sleep(0.3)
+        sock.sendall(data[:500])
+        time.sleep(0.3)
+        sock.sendall(data[500:])
+        answer = _read_response(sock)
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+    assert b"content_uri" in answer
