@@ -168,12 +168,15 @@ def run_backend(name: str, root: Path, database_url: str, redis_url: str, askers
         finally:
             server.stop()
     solo_ms, max_ms = statistics.median(solo), statistics.median(worst)
+    # Logged in order: the warm-up photo, then per round the solo photo and the crowd's.
+    counted = len(logged) == 1 + 2 * rounds
     return {
         "backend": name,
         "askers": askers,
         "rounds": rounds,
         "solo_request_ms": round(solo_ms),
-        "server_render_ms_median": round(statistics.median(logged)) if logged else None,
+        "solo_render_ms_logged": round(statistics.median(logged[1::2])) if counted else None,
+        "crowd_render_ms_logged": round(statistics.median(logged[2::2])) if counted else None,
         "renders_logged": len(logged),
         "renders_expected": 1 + 2 * rounds,
         "cached_crowd_p50_ms": round(statistics.median(cached)),

@@ -356,9 +356,14 @@ class _RedisWaiter(_Waiter):
     def __init__(self, backend: RedisBackend, key: str):
         self.backend, self.key = backend, key
         self.owner, self.failure_key, _, channel = backend._keys(key)
-        # Subscribed before the first lookup, so an end published after it cannot be missed.
-        self.pubsub = backend.client.pubsub(ignore_subscribe_messages=True)
+        # Subscribed (confirmed by the server) before the first lookup, so an end published
+        # after that lookup cannot be missed.
+        self.pubsub = backend.client.pubsub()
         self.pubsub.subscribe(channel)
+        deadline = time.monotonic() + 5
+        while (message := self.pubsub.get_message(timeout=1)) is None or message["type"] != "subscribe":
+            if time.monotonic() > deadline:
+                break  # the periodic re-check still finds the result
 
     def owner_alive(self):
         return bool(self.backend.client.exists(self.owner))
@@ -368,7 +373,7 @@ class _RedisWaiter(_Waiter):
         return json.loads(raw) if raw else None
 
     def sleep(self, remaining):
-        self.pubsub.get_message(timeout=min(remaining, RECHECK_SECONDS))
+        self.pubsub.get_message(ignore_subscribe_messages=True, timeout=min(remaining, RECHECK_SECONDS))
 
     def close(self):
         self.pubsub.close()
