@@ -143,11 +143,21 @@ def test_failure_in_compute_is_raised_by_owner_and_waiters(flights, key):
 
 
 def test_unexpected_owner_error_reaches_waiters_as_internal_error(flights, key):
+    lookups = []
+    everyone_waits = threading.Event()
+
+    def lookup():
+        # The owner looks twice (before and after its claim), each waiter twice (before its
+        # claim and inside wait): after 8 lookups the other three are surely waiting.
+        lookups.append(1)
+        if len(lookups) >= 8:
+            everyone_waits.set()
+
     def compute():
-        time.sleep(0.3)
+        everyone_waits.wait(10)
         raise OSError("disk on fire")
 
-    results = in_threads(4, lambda: flights.run_once(key, lookup=lambda: None, compute=compute, timeout=10))
+    results = in_threads(4, lambda: flights.run_once(key, lookup=lookup, compute=compute, timeout=10))
     assert sum(isinstance(r, OSError) for r in results) == 1
     assert sum(isinstance(r, errors.InternalError) for r in results) == 3
 
