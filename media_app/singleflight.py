@@ -443,8 +443,23 @@ class PostgresBackend(Backend):
             return None
         return row[0] if isinstance(row[0], dict) else json.loads(row[0])
 
-    def claim(self, key, lease):
+    def _on_live_connection(self, work):
+        """work(conn) on this thread's connection; once more on a new one if the kept connection
+        turns out to have died while idle (a server restart, an idle timeout)."""
+        import psycopg
+
         conn = self._connect()
+        try:
+            return work(conn)
+        except psycopg.OperationalError:
+            if not conn.broken:
+                raise
+            return work(self._connect())
+
+    def claim(self, key, lease):
+        return self._on_live_connection(lambda conn: self._claim_on(conn, key))
+
+    def _claim_on(self, conn, key):
         lock_id = self._lock_id(key)
         held = self._held(conn)
         # Advisory locks nest within a session: a second claim from this thread must be refused
@@ -509,10 +524,10 @@ class PostgresBackend(Backend):
         ).fetchone()[0]
 
     def owner_alive(self, key):
-        return self._owner_alive_on(self._connect(), key)
+        return self._on_live_connection(lambda conn: self._owner_alive_on(conn, key))
 
     def cached_failure(self, key):
-        return self._failure_row(self._connect(), key, cached_only=True)
+        return self._on_live_connection(lambda conn: self._failure_row(conn, key, cached_only=True))
 
     def waiter(self, key):
         return _PostgresWaiter(self, key)
@@ -524,8 +539,13 @@ class _PostgresWaiter(_Waiter):
 
         self.backend, self.key = backend, key
         self.channel = sql.Identifier(backend._channel(key))
-        self.conn = backend._connect()
-        self.conn.execute(sql.SQL("LISTEN {}").format(self.channel))
+        self.conn = backend._on_live_connection(self._listen)
+
+    def _listen(self, conn):
+        from psycopg import sql
+
+        conn.execute(sql.SQL("LISTEN {}").format(self.channel))
+        return conn
 
     def owner_alive(self):
         return self.backend._owner_alive_on(self.conn, self.key)

@@ -239,3 +239,19 @@ def test_a_killed_owner_frees_the_flight_and_a_waiter_takes_over(flights, key):
         if child.is_alive():
             os.kill(child.pid, signal.SIGKILL)
             child.join(10)
+
+
+def test_postgres_flight_connection_that_died_idle_is_replaced(db, key):
+    require_service("PostgreSQL", connection.vendor == "postgresql", "set DATABASE_URL")
+    chosen = singleflight.PostgresBackend()
+    try:
+        kept = chosen._connect()
+        with connection.cursor() as cursor:  # an idle timeout or a server restart, in effect
+            cursor.execute("SELECT pg_terminate_backend(%s)", [kept.info.backend_pid])
+        flight = chosen.claim(key, 60)
+        assert flight is not None and flight.handle is not kept
+        assert chosen.owner_alive(key)
+        flight.backend.end(flight, None, 0)
+        assert not chosen.owner_alive(key)
+    finally:
+        chosen.close_connections()
