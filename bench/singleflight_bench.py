@@ -158,12 +158,13 @@ def run_backend(name: str, root: Path, database_url: str, redis_url: str, askers
             timed_get(server, warm)
             crowd(server, warm, askers)  # every worker has served a request: imports are done
             cached = crowd(server, warm, askers)  # the crowd's own cost, with nothing to render
-            solo, p50, worst = [], [], []
+            solo, p50, worst, spread = [], [], [], []
             for i in range(rounds):
                 solo.append(timed_get(server, thumbnail_path(server.upload(photos[2 * i]))))
                 waits = crowd(server, thumbnail_path(server.upload(photos[2 * i + 1])), askers)
                 p50.append(statistics.median(waits))
                 worst.append(max(waits))
+                spread.append(max(waits) - min(waits))
             logged = server.render_ms_logged()
         finally:
             server.stop()
@@ -184,6 +185,8 @@ def run_backend(name: str, root: Path, database_url: str, redis_url: str, askers
         "crowd_p50_ms": round(statistics.median(p50)),
         "crowd_max_ms": round(max_ms),
         "crowd_max_ms_per_round": [round(w) for w in worst],
+        # first to last answer: the release, with the renderer's own answer first
+        "crowd_spread_ms": round(statistics.median(spread)),
         "within_solo_plus_100ms": max_ms <= solo_ms + 100,
     }
 
