@@ -111,7 +111,7 @@ FAILURE_VISIBLE_SECONDS = 30.0
 # how long a crashed owner (Redis: after its lease) goes unnoticed.
 RECHECK_SECONDS = 0.5
 # The file backend has no wake-up: waiters probe the owner's lock this often.
-FILE_POLL_SECONDS = 0.005
+FILE_POLL_SECONDS = 0.01
 FILE_CLAIM_PATIENCE_SECONDS = 0.003
 
 
