@@ -4,6 +4,7 @@ Each error code is one exception class carrying its HTTP status, Matrix errcode 
 Views raise them; `drf_exception_handler` and the Django handlers render them all alike and
 translate framework exceptions, so no path can leak a traceback, a path or a SQL fragment.
 """
+import errno
 import logging
 
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
@@ -262,6 +263,10 @@ def to_mediasite_error(exc) -> MediasiteError:
         return BadRequest("Malformed request")
     if is_database_full(exc):
         logger.error("The database is out of space: %s", type(exc).__name__)
+        return StorageFull()
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        # A local write (temp file, rendition) that no storage layer translated on its way up.
+        logger.error("A local disk is full: %s", type(exc).__name__)
         return StorageFull()
     logger.exception("Unhandled error", exc_info=exc)
     return InternalError()

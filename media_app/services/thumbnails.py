@@ -99,6 +99,12 @@ RENDER_LEASE_SECONDS = 120.0
 RENDER_FAILURE_TTL_SECONDS = 30.0
 
 
+def _render_failure_ttl(error: errors.MediasiteError) -> float:
+    """A broken image stays broken, so its failure is cached; a full or unreachable storage may
+    recover at any moment, so the next request tries again."""
+    return RENDER_FAILURE_TTL_SECONDS if error.status < 500 else 0.0
+
+
 def thumbnail_flight_key(source: Blob, width: int, height: int, method: str, animated: bool) -> str:
     """The single flight of one rendition: on-demand renders and pre-generation share it."""
     return f"thumbnail:{source.sha256}:{width}x{height}:{method}:{int(animated)}"
@@ -114,7 +120,7 @@ def thumbnail_get_or_render(*, media: Media, width: int, height: int, method: st
         thumbnail_flight_key(source, width, height, method, animated),
         lookup=lambda: _cached(source.pk, width, height, method, animated),
         compute=lambda: _render_and_store(media, source, width, height, method, animated),
-        timeout=RENDER_WAIT_SECONDS, lease=RENDER_LEASE_SECONDS, failure_ttl=RENDER_FAILURE_TTL_SECONDS,
+        timeout=RENDER_WAIT_SECONDS, lease=RENDER_LEASE_SECONDS, failure_ttl=_render_failure_ttl,
     )
 
 
@@ -232,7 +238,8 @@ def thumbnails_pregenerate(*, media: Media) -> int:
         raise
 
 
-def _fail_all(flights: dict, error: errors.MediasiteError, ttl: float = RENDER_FAILURE_TTL_SECONDS) -> None:
+def _fail_all(flights: dict, error: errors.MediasiteError, ttl: float | None = None) -> None:
     """Requests waiting on pre-generated sizes get the error the renderer met."""
+    ttl = _render_failure_ttl(error) if ttl is None else ttl
     for flight in flights.values():
         singleflight.publish_failure(flight, error, ttl=ttl)

@@ -335,3 +335,20 @@ def test_a_request_takes_over_from_a_renderer_that_died(client_for, make_user, c
         if child.is_alive():
             os.kill(child.pid, signal.SIGKILL)
             child.join(10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pregeneration_leaves_out_a_size_a_request_is_rendering(client_for, make_user):
+    from media_app import singleflight
+    from media_app.services.thumbnails import thumbnails_pregenerate
+
+    client = client_for(make_user("alice"))
+    mxc = upload(client, photo(1000, 800))
+    flight = singleflight.claim(_flight_key_for(mxc, 320, 240, "scale"))  # a request, rendering
+    try:
+        media = Media.objects.select_related("blob").get(media_id=mxc.split("/")[1])
+        assert thumbnails_pregenerate(media=media) == 4
+        assert (320, 240, "scale") not in set(Thumbnail.objects.values_list("width", "height", "method"))
+        assert Thumbnail.objects.count() == 4
+    finally:
+        singleflight.abandon(flight)

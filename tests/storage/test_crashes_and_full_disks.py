@@ -69,9 +69,9 @@ def fill(directory: Path) -> Path:
 
 
 def files_under(path: Path, *, but=()) -> list[Path]:
-    """Files but those in `but` and the embedded default's lock files (media_app.locks: one
+    """Files but those in `but` and the embedded default's lock files (media_app.singleflight: one
     empty file per lock name, kept by design)."""
-    return sorted(p for p in path.rglob("*") if p.is_file() and p not in but and p.parent.name != "locks")
+    return sorted(p for p in path.rglob("*") if p.is_file() and p not in but and p.parent.name != "flights")
 
 
 def every_row_has_its_file() -> None:
