@@ -6,6 +6,6 @@ class MediaAppConfig(AppConfig):
     verbose_name = "Media"
 
     def ready(self):
-        from . import conf
+        from . import checks, conf  # noqa: F401  (checks registers itself)
 
         conf.check_settings()

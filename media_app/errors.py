@@ -97,6 +97,16 @@ class StorageUnavailable(MediasiteError):
         super().__init__(message, headers={"Retry-After": "5"})
 
 
+class StorageFull(MediasiteError):
+    code, status, errcode, message = "STORAGE_FULL", 507, "M_UNKNOWN", "Media storage is full"
+
+
+class BlobMissing(MediasiteError):
+    """The row exists but its bytes do not: a server-side fault, not the client's."""
+
+    code, status, errcode, message = "MEDIA_UNREADABLE", 500, "M_UNKNOWN", "The stored media could not be read"
+
+
 class InvalidParam(MediasiteError):
     code, status, errcode, message = "INVALID_PARAM", 400, "M_INVALID_PARAM", "Invalid parameter"
 

@@ -160,7 +160,7 @@ def blob_store_and_record(*, received: Received, record, thumbnail: bool = False
             raise BlobQuarantined()
         if existing is None and stored_in is None:
             stored_in = storage.backend_for_new_blobs(thumbnail=thumbnail)
-            storage.put_file(stored_in, key, received.path, keep_source=True)
+            storage.backend(stored_in).put(key, received.path, keep_source=True)
         try:
             with transaction.atomic():
                 if existing is not None:
@@ -169,7 +169,7 @@ def blob_store_and_record(*, received: Received, record, thumbnail: bool = False
                         stored_in = None
                         continue
                     if blob.gc_pending or blob.integrity in (BlobIntegrity.MISSING, BlobIntegrity.CORRUPT):
-                        storage.put_file(blob.storage, blob.key, received.path, keep_source=True)
+                        storage.backend(blob.storage).put(blob.key, received.path, keep_source=True)
                         # Unchecked and never verified: first in line for the next scrub.
                         Blob.objects.filter(pk=blob.pk).update(
                             gc_pending=False, integrity=BlobIntegrity.UNCHECKED, verified_ts=None
@@ -183,8 +183,8 @@ def blob_store_and_record(*, received: Received, record, thumbnail: bool = False
                         storage=stored_in,
                         key=key,
                     )
-                    if not storage.exists(stored_in, key):
-                        storage.put_file(stored_in, key, received.path, keep_source=True)
+                    if not storage.backend(stored_in).exists(key):
+                        storage.backend(stored_in).put(key, received.path, keep_source=True)
                     created = True
                 return record(blob, created)
         except IntegrityError:

@@ -111,7 +111,7 @@ def thumbnail_get_or_render(*, media: Media, width: int, height: int, method: st
 
 
 def _render_and_store(media: Media, source: Blob, width: int, height: int, method: str, animated: bool) -> Thumbnail:
-    with storage.open_file(source.storage, source.key) as fh, _image_errors():
+    with storage.backend(source.storage).open(source.key) as fh, _image_errors():
         rendered = image_ops.render_thumbnail(
             fh, width=width, height=height, method=method, animated=animated,
             max_pixels=media_settings.MAX_IMAGE_PIXELS,
@@ -180,7 +180,7 @@ def thumbnails_pregenerate(*, media: Media) -> int:
     if not missing:
         return 0
     try:
-        with storage.open_file(source.storage, source.key) as fh, _image_errors():
+        with storage.backend(source.storage).open(source.key) as fh, _image_errors():
             renders = image_ops.render_still_thumbnails(
                 fh, boxes=missing, max_pixels=media_settings.MAX_IMAGE_PIXELS
             )
