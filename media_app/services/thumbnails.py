@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from .. import errors, events, image_ops, locks, storage
 from ..conf import media_settings
 from ..models import Blob, Media, Thumbnail
-from ..prepared import PreparedQuery
+from ..selectors import thumbnail_cached
 from .blobs import BlobQuarantined, blob_store_and_record, received_from_bytes
 
 logger = logging.getLogger(__name__)
@@ -59,31 +59,8 @@ def choose_size(width: int, height: int, method: str) -> tuple[int, int, str]:
     return max(candidates, key=lambda s: (s[0] * s[1], s))
 
 
-_THUMB_FIELDS = [f.attname for f in Thumbnail._meta.concrete_fields]
-_BLOB_FIELDS = [f.attname for f in Blob._meta.concrete_fields]
-
-
-def _lookup_for(animated: bool) -> PreparedQuery:
-    # Django writes boolean filters into the SQL instead of binding them: one query per value.
-    return PreparedQuery(
-        lambda source_id, width, height, method: Thumbnail.objects.filter(
-            source_id=source_id, width=width, height=height, method=method, animated=animated
-        ).values_list(*_THUMB_FIELDS, *(f"blob__{name}" for name in _BLOB_FIELDS))[:1],
-        placeholders=(1_000_001, 1_000_002, 1_000_003, "\x00method\x00"),
-    )
-
-
-# Every cached-thumbnail request makes this lookup: compiled once (see media_app.prepared).
-_cached_lookups = {True: _lookup_for(True), False: _lookup_for(False)}
-
-
 def _cached(source_id: int, width: int, height: int, method: str, animated: bool) -> Thumbnail | None:
-    row = _cached_lookups[animated].fetchone(source_id, width, height, method)
-    if row is None:
-        return None
-    thumb = Thumbnail.from_db("default", _THUMB_FIELDS, row[: len(_THUMB_FIELDS)])
-    thumb.blob = Blob.from_db("default", _BLOB_FIELDS, row[len(_THUMB_FIELDS):])
-    return thumb
+    return thumbnail_cached(source_id=source_id, width=width, height=height, method=method, animated=animated)
 
 
 def _lock_name(source: Blob, width: int, height: int, method: str, animated: bool) -> str:

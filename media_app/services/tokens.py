@@ -2,15 +2,13 @@
 
 Tokens carry 256 bits of randomness, so a fast hash is enough: there is nothing to brute-force.
 """
-import functools
 import hashlib
 import secrets
 
 from django.contrib.auth import get_user_model
-from django.db import DEFAULT_DB_ALIAS
 
 from ..models import AccessToken
-from ..prepared import PreparedQuery
+from ..selectors import user_for_token_hash
 
 PREFIX = "mst_"
 
@@ -25,28 +23,12 @@ def token_create(*, user, name: str = "") -> tuple[AccessToken, str]:
     return row, plaintext
 
 
-@functools.cache
-def _user_fields() -> tuple[str, ...]:
-    # Model.from_db() takes values in the model's field order, so keep that order.
-    wanted = {"id", "username", "is_active", "is_staff", "is_superuser"}
-    return tuple(f.attname for f in get_user_model()._meta.concrete_fields if f.attname in wanted)
-
-
-# Runs on every authenticated request: compiled once (see media_app.prepared).
-_token_lookup = PreparedQuery(
-    lambda token_hash: AccessToken.objects.filter(token_hash=token_hash).values_list(
-        *(f"user__{name}" for name in _user_fields())
-    )[:1]
-)
-
-
 def token_user(*, token: str):
     """The active user a token belongs to, or None. The user's other fields load on access."""
-    row = _token_lookup.fetchone(hash_token(token))
-    fields = _user_fields()
-    if row is None or not row[fields.index("is_active")]:
+    user = user_for_token_hash(token_hash=hash_token(token))
+    if user is None or not user.is_active:
         return None
-    return get_user_model().from_db(DEFAULT_DB_ALIAS, fields, row)
+    return user
 
 
 def user_get_or_create(*, username: str, admin: bool = False):
