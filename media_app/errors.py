@@ -1,8 +1,10 @@
-"""One error model for every response: `{"errcode", "error", "code"}` (DESIGN §5).
+"""One error model for every response: `{"errcode", "error", "code"}`; every error class of
+the project lives here (the table is in docs/ARCHITECTURE.md, "Errors").
 
 Each error code is one exception class carrying its HTTP status, Matrix errcode and message.
-Views raise them; `drf_exception_handler` and the Django handlers render them all alike and
-translate framework exceptions, so no path can leak a traceback, a path or a SQL fragment.
+Services and views raise them; `media_app.api.endpoint.Endpoint`, `drf_exception_handler` and
+the Django handlers render them all alike and translate framework exceptions, so no path can
+leak a traceback, a path or a SQL fragment.
 """
 import logging
 
@@ -28,7 +30,7 @@ class MediasiteError(Exception):
         return {"errcode": self.errcode, "error": self.message, "code": self.code}
 
 
-# Codes of DESIGN §5.
+# The media codes of the project.
 class MediaTooLarge(MediasiteError):
     code, status, errcode, message = "MEDIA_TOO_LARGE", 413, "M_TOO_LARGE", "File exceeds the maximum allowed upload size"
 
@@ -47,6 +49,22 @@ class MediaQuarantined(MediasiteError):
 
 class MediaServerBlocked(MediasiteError):
     code, status, errcode, message = "MEDIA_SERVER_BLOCKED", 403, "M_FORBIDDEN", "Media from this server is not permitted"
+
+
+class MediaContentBlocked(MediasiteError):
+    """An upload of bytes that were quarantined by hash."""
+
+    code, status, errcode, message = "MEDIA_CONTENT_BLOCKED", 403, "M_FORBIDDEN", "This content has been removed and may not be uploaded again"
+
+
+class MediaNotThumbnailable(MediasiteError):
+    code, status, errcode, message = "MEDIA_NOT_THUMBNAILABLE", 400, "M_UNKNOWN", "This media type has no thumbnails"
+
+
+class MediaImageBroken(MediasiteError):
+    """The client's image cannot be decoded (image_ops.BrokenImage, seen from HTTP)."""
+
+    code, status, errcode, message = "MEDIA_IMAGE_BROKEN", 400, "M_UNKNOWN", "The image could not be decoded"
 
 
 # Matrix errors the spec requires, under codes of the same style.
@@ -74,6 +92,11 @@ class RateLimited(MediasiteError):
         return {**super().as_dict(), "retry_after_ms": self.retry_after_ms}
 
 
+class TooManyPendingUploads(RateLimited):
+    code = "MEDIA_TOO_MANY_PENDING"
+    message = "Too many media IDs reserved and not yet uploaded"
+
+
 class MediaNotYetUploaded(MediasiteError):
     code, status, errcode, message = "MEDIA_NOT_YET_UPLOADED", 504, "M_NOT_YET_UPLOADED", "Media has not been uploaded yet"
 
@@ -84,6 +107,14 @@ class MediaCannotOverwrite(MediasiteError):
 
 class MediaInvalidState(MediasiteError):
     code, status, errcode, message = "MEDIA_INVALID_STATE", 409, "M_BAD_STATE", "This media cannot make that change of state"
+
+
+class IllegalTransition(MediaInvalidState):
+    """The transition table forbids the change, or another request changed the status first."""
+
+
+class SignoffRequired(MediasiteError):
+    code, status, errcode, message = "SIGNOFF_REQUIRED", 403, "M_FORBIDDEN", "This change needs a second moderator's sign-off"
 
 
 class RemoteFetchFailed(MediasiteError):

@@ -20,7 +20,7 @@ keepalive = 30
 timeout = 120
 graceful_timeout = 30
 accesslog = "-"
-# %(U)s is the path only: the query string may carry access_token or a file name (DESIGN §8).
+# %(U)s is the path only: the query string may carry access_token or a file name (docs/ARCHITECTURE.md, "Security").
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms pid=%(p)s'
 forwarded_allow_ips = os.environ.get("MEDIASITE_FORWARDED_ALLOW_IPS", "127.0.0.1")
 

@@ -21,14 +21,6 @@ THUMBNAILABLE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/
 METHODS = ("crop", "scale")
 
 
-class NotThumbnailable(errors.MediasiteError):
-    code, status, errcode, message = "MEDIA_NOT_THUMBNAILABLE", 400, "M_UNKNOWN", "This media type has no thumbnails"
-
-
-class BrokenImage(errors.MediasiteError):
-    code, status, errcode, message = "MEDIA_IMAGE_BROKEN", 400, "M_UNKNOWN", "The image could not be decoded"
-
-
 def parse_request(width, height, method, animated) -> tuple[int, int, str, bool]:
     try:
         w, h = int(width), int(height)
@@ -71,7 +63,7 @@ def _lock_name(source: Blob, width: int, height: int, method: str, animated: boo
 def thumbnail_get_or_render(*, media: Media, width: int, height: int, method: str, animated: bool) -> Thumbnail:
     """The cached thumbnail of servable `media` for this request, rendering it if needed."""
     if media.media_type not in THUMBNAILABLE_TYPES:
-        raise NotThumbnailable()
+        raise errors.MediaNotThumbnailable()
     width, height, method = choose_size(width, height, method)
     source = media.blob
     thumb = _cached(source.pk, width, height, method, animated)
@@ -105,9 +97,9 @@ def _image_errors():
     except image_ops.ImageTooLarge as exc:
         raise errors.MediaTooManyPixels() from exc
     except image_ops.UnsupportedImage as exc:
-        raise NotThumbnailable("This media is not an image that can be thumbnailed") from exc
+        raise errors.MediaNotThumbnailable("This media is not an image that can be thumbnailed") from exc
     except image_ops.BrokenImage as exc:
-        raise BrokenImage() from exc
+        raise errors.MediaImageBroken() from exc
 
 
 def _store(media: Media, source: Blob, width: int, height: int, method: str, animated: bool,
@@ -161,7 +153,7 @@ def thumbnails_pregenerate(*, media: Media) -> int:
             renders = image_ops.render_still_thumbnails(
                 fh, boxes=missing, max_pixels=media_settings.MAX_IMAGE_PIXELS
             )
-    except (NotThumbnailable, BrokenImage, errors.MediaTooManyPixels) as exc:
+    except (errors.MediaNotThumbnailable, errors.MediaImageBroken, errors.MediaTooManyPixels) as exc:
         logger.info("No thumbnails for %s: %s", media.media_id, exc.code)
         return 0
     stored = 0

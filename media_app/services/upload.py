@@ -14,15 +14,6 @@ from .thumbnails import THUMBNAILABLE_TYPES
 from .blobs import BlobQuarantined, Received, blob_store_and_record, receive_body
 
 
-class MediaContentBlocked(errors.MediasiteError):
-    code, status, errcode, message = "MEDIA_CONTENT_BLOCKED", 403, "M_FORBIDDEN", "This content has been removed and may not be uploaded again"
-
-
-class TooManyPendingUploads(errors.RateLimited):
-    code = "MEDIA_TOO_MANY_PENDING"
-    message = "Too many media IDs reserved and not yet uploaded"
-
-
 def _validate(received: Received) -> str:
     media_type = sniffing.detect_media_type(received.path)
     sniffing.check_pixels(received.path, media_type, max_pixels=media_settings.MAX_IMAGE_PIXELS)
@@ -67,7 +58,7 @@ def _store_and_record(*, received: Received, record) -> Media:
     try:
         return blob_store_and_record(received=received, record=record_with_events)
     except BlobQuarantined as exc:
-        raise MediaContentBlocked() from exc
+        raise errors.MediaContentBlocked() from exc
 
 
 def media_upload(*, uploader, stream, declared_length: int | None, upload_name: str | None) -> Media:
@@ -110,7 +101,7 @@ def media_create_pending(*, uploader) -> Media:
                 .first()
             )
             wait_ms = int((oldest - now).total_seconds() * 1000) if oldest else 1000
-            raise TooManyPendingUploads(retry_after_ms=max(wait_ms, 1000))
+            raise errors.TooManyPendingUploads(retry_after_ms=max(wait_ms, 1000))
         return create(
             to=MediaStatus.PENDING,
             actor=Actor.UPLOADER,

@@ -1,4 +1,5 @@
-"""Settings shared by every environment, read from the environment (DESIGN §9).
+"""Settings shared by every environment, read from the environment (every variable is listed
+in the README, "Configuration").
 
 The embedded default needs nothing but a writable data directory: SQLite, local files and
 in-process background work. Setting DATABASE_URL / REDIS_URL / MEDIASITE_STORAGE moves the
@@ -79,7 +80,7 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
-from .storage import STORAGES  # noqa: E402,F401
+from .storages import STORAGES  # noqa: E402,F401
 from .celery import *  # noqa: E402,F401,F403
 
 REST_FRAMEWORK = {
@@ -151,7 +152,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("MEDIASITE_LOG_LEVEL", default="INFO")},
     "loggers": {
         # django.request logs request.path only (never the query string, where access_token
-        # and filename may sit); keep it at WARNING so 4xx noise stays out.
+        # and filename may sit). It logs 4xx answers at WARNING: ERROR keeps that noise out
+        # and still records every 5xx.
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "ERROR"},
     },

@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 from media_app import storage
 from media_app.models import Blob, BlobIntegrity, Thumbnail
 from media_app.services.blobs import blob_store_and_record, received_from_bytes
-from media_app.tasks.storage import scrub_blobs
+from media_app.tasks.maintenance import scrub_blobs
 from tests.conftest import body_of, download_url, upload
 
 rng = random.Random(21)

@@ -17,6 +17,9 @@ from ..services.integrity import blobs_verify
 
 logger = logging.getLogger(__name__)
 
+# The task names predate this module's name and stay: beat schedules and queued messages
+# refer to tasks by name.
+
 
 @shared_task(name="media_app.storage.scrub", autoretry_for=(errors.StorageUnavailable,),
              retry_backoff=60, max_retries=3)
