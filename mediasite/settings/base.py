@@ -113,7 +113,8 @@ def _duration_days(value: str) -> int:
     return int(value)
 
 
-# Every Mediasite tunable (media_app.conf reads these lazily and rejects unknown keys).
+# The Mediasite tunables the environment can set; media_app.conf holds every tunable with its
+# default, reads these lazily and rejects unknown keys.
 _server_name = env.str("MEDIASITE_SERVER_NAME", default=f"localhost:{PORT}")
 MEDIASITE = {
     "SERVER_NAME": _server_name,
