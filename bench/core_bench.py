@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Core-repository figures for any Matrix media server, beside ../shared/bench/media_bench.py.
-
-Reuses the shared benchmark's helpers (imported, not copied) for small uploads, small-download
-requests/s and big transfers, and adds what that script does not measure: the server's resident
+"""Core-repository figures for any server speaking the Matrix media API: small uploads,
+small-download requests/s (with wrk, when installed), big transfers, and the server's resident
 memory while a 1 GiB body streams in (sampled, summed over the server's process tree).
+
+Needs nothing outside this repository (helpers in bench/client.py).
 
 Usage: core_bench.py --base URL --token TOKEN --pid PID [--small 200] [--big-mb 200] [--stream-mb 1024]
 """
@@ -18,20 +18,12 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared" / "bench"))
-import media_bench as mb  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import client as mb  # noqa: E402
 
 
 def rss_now_kb(pid: int) -> int:
-    total = 0
-    for p in mb.tree(pid):
-        try:
-            for line in open(f"/proc/{p}/status"):
-                if line.startswith("VmRSS"):
-                    total += int(line.split()[1])
-        except FileNotFoundError:
-            pass
-    return total
+    return mb.rss_kb(pid, field="VmRSS") or 0
 
 
 def stream_upload(base: str, token: str, total: int, pid: int) -> dict:

@@ -3,8 +3,8 @@
 server on loopback), and the server's resident memory while a 1 GiB body streams to S3.
 
 Starts everything itself, each backend on a fresh data directory: moto, then gunicorn
-(production settings, SQLite) once per backend. Reuses the request helpers of
-../shared/bench/media_bench.py and the RSS-sampling streamed upload of core_bench.py.
+(production settings, SQLite) once per backend. Uses the request helpers of bench/client.py and
+the RSS-sampling streamed upload of core_bench.py; needs nothing outside this repository.
 
 Usage: .venv/bin/python bench/storage_bench.py [--big-mb 200] [--stream-mb 1024]
 
@@ -25,8 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-import core_bench  # noqa: E402  (also puts ../shared/bench on the path)
-import media_bench as mb  # noqa: E402
+import client as mb  # noqa: E402
+import core_bench  # noqa: E402
 
 BUCKET = "mediasite-bench"
 

@@ -6,7 +6,7 @@ class MediaAppConfig(AppConfig):
     verbose_name = "Media"
 
     def ready(self):
-        from . import conf
+        from . import checks, conf  # noqa: F401  (checks registers itself)
 
         conf.check_settings()
         from . import quota_admin  # noqa: F401  (registers UserQuotaAdmin)

@@ -1,8 +1,10 @@
-"""One error model for every response: `{"errcode", "error", "code"}` (DESIGN §5).
+"""One error model for every response: `{"errcode", "error", "code"}`; every error class of
+the project lives here (the table is in docs/ARCHITECTURE.md, "Errors").
 
 Each error code is one exception class carrying its HTTP status, Matrix errcode and message.
-Views raise them; `drf_exception_handler` and the Django handlers render them all alike and
-translate framework exceptions, so no path can leak a traceback, a path or a SQL fragment.
+Services and views raise them; `media_app.api.endpoint.Endpoint`, `drf_exception_handler` and
+the Django handlers render them all alike and translate framework exceptions, so no path can
+leak a traceback, a path or a SQL fragment.
 """
 import errno
 import logging
@@ -29,7 +31,7 @@ class MediasiteError(Exception):
         return {"errcode": self.errcode, "error": self.message, "code": self.code}
 
 
-# Codes of DESIGN §5.
+# The media codes of the project.
 class MediaTooLarge(MediasiteError):
     code, status, errcode, message = "MEDIA_TOO_LARGE", 413, "M_TOO_LARGE", "File exceeds the maximum allowed upload size"
 
@@ -52,6 +54,16 @@ class TokenNotFound(MediasiteError):
 
 class MediaServerBlocked(MediasiteError):
     code, status, errcode, message = "MEDIA_SERVER_BLOCKED", 403, "M_FORBIDDEN", "Media from this server is not permitted"
+
+
+class MediaNotThumbnailable(MediasiteError):
+    code, status, errcode, message = "MEDIA_NOT_THUMBNAILABLE", 400, "M_UNKNOWN", "This media type has no thumbnails"
+
+
+class MediaImageBroken(MediasiteError):
+    """The client's image cannot be decoded (image_ops.BrokenImage, seen from HTTP)."""
+
+    code, status, errcode, message = "MEDIA_IMAGE_BROKEN", 400, "M_UNKNOWN", "The image could not be decoded"
 
 
 # Matrix errors the spec requires, under codes of the same style.
@@ -83,6 +95,11 @@ class QuotaExceeded(MediasiteError):
     code, status, errcode, message = "QUOTA_EXCEEDED", 403, "M_FORBIDDEN", "Your media quota is used up"
 
 
+class TooManyPendingUploads(RateLimited):
+    code = "MEDIA_TOO_MANY_PENDING"
+    message = "Too many media IDs reserved and not yet uploaded"
+
+
 class MediaNotYetUploaded(MediasiteError):
     code, status, errcode, message = "MEDIA_NOT_YET_UPLOADED", 504, "M_NOT_YET_UPLOADED", "Media has not been uploaded yet"
 
@@ -93,6 +110,14 @@ class MediaCannotOverwrite(MediasiteError):
 
 class MediaInvalidState(MediasiteError):
     code, status, errcode, message = "MEDIA_INVALID_STATE", 409, "M_BAD_STATE", "This media cannot make that change of state"
+
+
+class IllegalTransition(MediaInvalidState):
+    """The transition table forbids the change, or another request changed the status first."""
+
+
+class SignoffRequired(MediasiteError):
+    code, status, errcode, message = "SIGNOFF_REQUIRED", 403, "M_FORBIDDEN", "This change needs a second moderator's sign-off"
 
 
 class RemoteFetchFailed(MediasiteError):
@@ -127,6 +152,8 @@ class FlightAbandoned(MediasiteError):
 
     def __init__(self, message=None):
         super().__init__(message, headers={"Retry-After": "1"})
+
+
 class StorageFull(MediasiteError):
     code, status, errcode, message = "STORAGE_FULL", 507, "M_UNKNOWN", "Media storage is full"
 
@@ -140,6 +167,12 @@ def is_database_full(exc: BaseException) -> bool:
         return False
     cause = exc.__cause__
     return getattr(cause, "sqlstate", None) == "53100" or "database or disk is full" in str(exc)
+
+
+class BlobMissing(MediasiteError):
+    """The row exists but its bytes do not: a server-side fault, not the client's."""
+
+    code, status, errcode, message = "MEDIA_UNREADABLE", 500, "M_UNKNOWN", "The stored media could not be read"
 
 
 class InvalidParam(MediasiteError):

@@ -1,4 +1,5 @@
-"""Events of DESIGN §6: an append-only MediaEvent row and a Django signal for each.
+"""Events (listed in docs/ARCHITECTURE.md, "Events"): an append-only MediaEvent row and a
+Django signal for each.
 
 Receivers connect to `media_event` and get `event_type` and `payload`. The signal is sent once
 the row's transaction commits, so no receiver ever sees an event that was rolled back.

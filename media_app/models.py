@@ -1,4 +1,5 @@
-"""Data model of DESIGN §2: content (Blob) is separate from identity (Media)."""
+"""The data model: content (Blob) is separate from identity (Media); docs/ARCHITECTURE.md,
+"Data model", draws it."""
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -51,7 +52,7 @@ class MediaOrigin(models.TextChoices):
 
 class Media(models.Model):
     """One row per media ID (`mxc://server_name/media_id`). Status changes only through
-    `media_app.state.transition` (DESIGN §3)."""
+    `media_app.state.transition` (docs/ARCHITECTURE.md, "State machine")."""
 
     server_name = models.CharField(max_length=255)
     media_id = models.CharField(max_length=255)
@@ -110,7 +111,7 @@ class AccessToken(models.Model):
 
 
 class MediaEvent(models.Model):
-    """Append-only log of what happened to media (DESIGN §6); rows are never updated."""
+    """Append-only log of what happened to media (docs/ARCHITECTURE.md, "Events"); rows are never updated."""
 
     event_type = models.CharField(max_length=64, db_index=True)
     server_name = models.CharField(max_length=255, blank=True)

@@ -1,4 +1,5 @@
-"""The one state-transition table of DESIGN §3 and the only code that changes Media.status.
+"""The one state-transition table and the only code that changes Media.status (the table is
+drawn in docs/ARCHITECTURE.md, "State machine").
 
 A transition is applied as `UPDATE … WHERE pk = … AND status = <from>`: when two requests race
 (two moderators, a moderator and the purge task) exactly one update matches and the other is
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from . import errors
+from .errors import IllegalTransition, SignoffRequired
 from .models import Media, MediaOrigin, MediaStatus
 
 S = MediaStatus
@@ -23,7 +24,7 @@ class Actor:
 @dataclass(frozen=True)
 class Rule:
     actors: frozenset
-    # Origins for which a human sign-off (four eyes, DESIGN §7) must be presented.
+    # Origins for which a human sign-off (four eyes: docs/ARCHITECTURE.md, "Rules") must be presented.
     signoff_for: frozenset = frozenset()
 
 
@@ -43,14 +44,6 @@ TRANSITIONS: dict[tuple[str | None, str], Rule] = {
     (S.QUARANTINED, S.STORED): Rule(frozenset({Actor.MODERATOR}), _ALL_ORIGINS),
     (S.QUARANTINED, S.DELETED): Rule(frozenset({Actor.MODERATOR}), _ALL_ORIGINS),
 }
-
-
-class IllegalTransition(errors.MediaInvalidState):
-    pass
-
-
-class SignoffRequired(errors.MediasiteError):
-    code, status, errcode, message = "SIGNOFF_REQUIRED", 403, "M_FORBIDDEN", "This change needs a second moderator's sign-off"
 
 
 def rule_for(from_status: str | None, to_status: str, *, actor: str) -> Rule:

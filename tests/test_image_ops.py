@@ -1029,15 +1029,21 @@ def test_truncated_file_still_probes_from_its_intact_header(fmt):
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP"])
-@pytest.mark.parametrize("keep", [8, 24, 40, 100])
+@pytest.mark.parametrize("keep", [8, 24, 40, 80])
 def test_truncated_headers_raise_image_errors_only(fmt, keep):
     data = encode(Image.new("RGB", (40, 30), RED), fmt, **({"exif": gps_exif()} if fmt != "GIF" else {}))
+    assert keep < len(data)
+    truncated = data[:keep]
 
-    for call in (lambda: probe(io.BytesIO(data[:keep]), **LIMITS), lambda: render(data[:keep])):
-        try:
-            call()
-        except (UnsupportedImage, BrokenImage):
-            pass
+    # Rendering needs the pixels, which are cut off: always one of the two image errors.
+    with pytest.raises((UnsupportedImage, BrokenImage)):
+        render(truncated)
+    # Probing needs the header only: either the true size or one of the two image errors.
+    try:
+        info = probe(io.BytesIO(truncated), **LIMITS)
+    except (UnsupportedImage, BrokenImage):
+        return
+    assert (info.format, info.width, info.height) == (fmt, 40, 30)
 
 
 # --------------------------------------------------------------------------
@@ -1087,10 +1093,23 @@ def test_bad_arguments_are_programming_errors(width, height, method):
         render_thumbnail(b"", width=width, height=height, method=method, animated=False, **LIMITS)
 
 
-def test_error_hierarchy():
-    for error in (UnsupportedImage, BrokenImage, ImageTooLarge):
-        assert issubclass(error, image_ops.ImageError)
-    assert image_ops.ALLOWED_FORMATS == ("JPEG", "PNG", "GIF", "WEBP")
+def test_every_failure_a_caller_must_map_is_an_image_error():
+    """Callers (services.thumbnails) catch ImageError: each kind of bad input must reach them
+    as one, with its own type, never as a Pillow or OS exception."""
+    bmp = encode(Image.new("RGB", (4, 4), RED), "BMP")
+    broken = encode(Image.new("RGB", (40, 30), RED), "JPEG")[:200]
+    huge = png_header_only(20_000, 20_000)
+    cases = [(bmp, UnsupportedImage), (broken, BrokenImage), (huge, ImageTooLarge)]
+    for data, expected in cases:
+        with pytest.raises(image_ops.ImageError) as caught:
+            render(data, max_pixels=10_000_000)
+        assert type(caught.value) is expected, (expected, caught.value)
+
+
+@pytest.mark.parametrize("fmt", image_ops.ALLOWED_FORMATS)
+def test_every_allowed_format_renders(fmt):
+    rendered = render(encode(marked(), fmt), width=40, height=40)
+    assert (rendered.width, rendered.height) == (40, 30)
 
 
 def test_module_does_not_import_django():

@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 from django.http import FileResponse, HttpResponse
 
-from .. import storage
+from .. import errors, storage
 from ..crypto import is_undecryptable
 from ..services import download, thumbnails
 from ..conf import media_settings
@@ -135,7 +135,7 @@ def serve_thumbnail(request, thumb) -> HttpResponse:
 
 def serve_stored(request, *, alias: str, key: str, size: int, sha256: str, media_type: str,
                  filename: str | None, allow_redirect: bool = False) -> HttpResponse:
-    """Serve stored bytes (an original or a thumbnail) with every header of DESIGN §4.
+    """Serve stored bytes (an original or a thumbnail) with every header of docs/ARCHITECTURE.md, "Serving".
 
     With `allow_redirect` (the client's spec parameter) and the operator's REDIRECT_DOWNLOADS,
     bytes on a backend that can presign are answered with a 307 to the backend instead.
@@ -159,10 +159,13 @@ def serve_stored(request, *, alias: str, key: str, size: int, sha256: str, media
     if if_none_match and _etag_matches(if_none_match, etag):
         return _with_headers(HttpResponse(status=304), headers, drop=("Content-Type",))
 
-    if allow_redirect and media_settings.REDIRECT_DOWNLOADS and storage.can_presign(alias):
-        url, max_age = storage.download_redirect(
-            alias, key, media_type=media_type, disposition=headers["Content-Disposition"]
+    redirect = None
+    if allow_redirect and media_settings.REDIRECT_DOWNLOADS:
+        redirect = storage.download_redirect(
+            storage.backend(alias), key, media_type=media_type, disposition=headers["Content-Disposition"]
         )
+    if redirect is not None:
+        url, max_age = redirect
         response = HttpResponse(status=307)
         response["Location"] = url
         # Cached no longer than the URL stays the same, so a cached redirect never expires early.
@@ -189,14 +192,14 @@ def serve_stored(request, *, alias: str, key: str, size: int, sha256: str, media
     if request.method == "HEAD":
         return _with_headers(HttpResponse(status=status), headers)
     try:
-        stream = storage.open_range(alias, key, start, length)
-    except storage.BlobMissing:
+        stream = storage.backend(alias).open_range(key, start, length)
+    except errors.BlobMissing:
         # migrate_storage may have moved the bytes, and deleted this copy, since the row was
         # read: look where the content is now before calling it missing.
         moved = Blob.objects.filter(sha256=sha256).values_list("storage", "key").first()
         if moved is None or moved == (alias, key):
             raise
-        stream = storage.open_range(moved[0], moved[1], start, length)
+        stream = storage.backend(moved[0]).open_range(moved[1], start, length)
     response = FileResponse(stream, status=status, content_type=media_type)
     response.block_size = BLOCK_SIZE
     return _with_headers(response, headers)

@@ -1,13 +1,12 @@
 """Finding media to serve: validation, waiting for pending uploads, access decisions."""
 import time
 
-from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
 from .. import errors
 from ..conf import media_settings
-from ..models import Blob, Media, MediaStatus
-from ..prepared import PreparedQuery
+from ..models import Media, MediaStatus
+from ..selectors import media_with_blob
 from . import identifiers
 from .access import access_batch
 
@@ -24,24 +23,8 @@ def parse_timeout_ms(raw: str | None) -> int:
     return min(value, media_settings.MAX_DOWNLOAD_TIMEOUT_MS)
 
 
-_MEDIA_FIELDS = [f.attname for f in Media._meta.concrete_fields]
-_BLOB_FIELDS = [f.attname for f in Blob._meta.concrete_fields]
-# Every download makes this lookup: compiled once (see media_app.prepared).
-_media_lookup = PreparedQuery(
-    lambda server_name, media_id: Media.objects.filter(server_name=server_name, media_id=media_id).values_list(
-        *_MEDIA_FIELDS, *(f"blob__{name}" for name in _BLOB_FIELDS)
-    )[:1]
-)
-
-
 def _lookup(server_name: str, media_id: str) -> Media | None:
-    """The media row with its blob attached (one query), or None."""
-    row = _media_lookup.fetchone(server_name, media_id)
-    if row is None:
-        return None
-    media = Media.from_db(DEFAULT_DB_ALIAS, _MEDIA_FIELDS, row[: len(_MEDIA_FIELDS)])
-    media.blob = Blob.from_db(DEFAULT_DB_ALIAS, _BLOB_FIELDS, row[len(_MEDIA_FIELDS):]) if media.blob_id else None
-    return media
+    return media_with_blob(server_name=server_name, media_id=media_id)
 
 
 def media_get_servable(*, server_name: str, media_id: str, timeout_ms: int = 0) -> Media:

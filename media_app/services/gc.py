@@ -72,9 +72,9 @@ def _remove(blob_id: int) -> int | None:
         if _referenced(blob_id):
             Blob.objects.filter(pk=blob_id).update(gc_pending=False)
             return None
-        storage.delete_file(blob.storage, blob.key)
+        storage.backend(blob.storage).delete(blob.key)
         if blob.previous_storage:
-            storage.delete_file(blob.previous_storage, blob.key)
+            storage.backend(blob.previous_storage).delete(blob.key)
         blob.delete()
         return blob.size
 
@@ -94,7 +94,7 @@ def _collect_orphan_file(alias: str, key: str, sha256: str, size: int) -> bool:
                 return False  # the live copy
             # A stale copy (a migration's leftover, or the file of an upload that lost its
             # insert race): the row is elsewhere and locked, so no row can come to point here.
-            storage.delete_file(alias, key)
+            storage.backend(alias).delete(key)
             if blob.previous_storage == alias:
                 Blob.objects.filter(pk=blob.pk).update(previous_storage="")
             return True
@@ -103,7 +103,7 @@ def _collect_orphan_file(alias: str, key: str, sha256: str, size: int) -> bool:
                 placeholder = Blob.objects.create(sha256=sha256, size=size, storage=alias, key=key, gc_pending=True)
         except IntegrityError:
             return False  # an upload of this content just recorded it
-        storage.delete_file(alias, key)
+        storage.backend(alias).delete(key)
         placeholder.delete()
         return True
 
@@ -147,7 +147,7 @@ def blobs_collect_garbage(*, grace_seconds: int | None = None, progress: Progres
 
     seen = set()
     for alias in media_backends():
-        for stored in storage.list_files(alias):
+        for stored in storage.backend(alias).list_files():
             location = (alias_identity(alias), stored.key)
             if location in seen or stored.modified >= cutoff:
                 continue
@@ -156,7 +156,7 @@ def blobs_collect_garbage(*, grace_seconds: int | None = None, progress: Progres
             if sha256 is None:
                 # Debris of an interrupted local write; anything else is not ours to delete.
                 if stored.key.endswith(".part"):
-                    storage.delete_file(alias, stored.key)
+                    storage.backend(alias).delete(stored.key)
                     report.orphan_files_removed += 1
                 continue
             if _collect_orphan_file(alias, stored.key, sha256, stored.size):

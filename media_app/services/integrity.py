@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from django.db.models import F
 from django.utils import timezone
 
-from .. import storage
+from .. import errors, storage
 from ..models import Blob, BlobIntegrity, Thumbnail
 from .progress import Progress
 
@@ -35,8 +35,8 @@ class VerifyReport:
 
 def _check(alias: str, key: str, sha256: str, size: int) -> str:
     try:
-        got_sha, got_size = storage.hash_stored(alias, key)
-    except storage.BlobMissing:
+        got_sha, got_size = storage.backend(alias).hash(key)
+    except errors.BlobMissing:
         return BlobIntegrity.MISSING
     return BlobIntegrity.OK if (got_sha, got_size) == (sha256, size) else BlobIntegrity.CORRUPT
 

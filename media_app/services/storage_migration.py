@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
-from .. import storage
+from .. import errors, storage
 from ..models import Blob
 from .progress import Progress
 
@@ -51,26 +51,26 @@ def _drop_previous_copy(blob_id: int, alias: str, key: str) -> bool:
     with transaction.atomic():
         if not Blob.objects.select_for_update().filter(pk=blob_id, previous_storage=alias).exists():
             return False
-        storage.delete_file(alias, key)
+        storage.backend(alias).delete(key)
         Blob.objects.filter(pk=blob_id).update(previous_storage="")
     return True
 
 
 def _move_one(*, blob_id: int, sha256: str, size: int, source: str, key: str, target: str) -> bool:
     """Copy, verify, switch, delete. False if the row changed under us (nothing switched)."""
-    storage.copy_to(target, key, from_alias=source)
-    got_sha, got_size = storage.hash_stored(target, key)
+    storage.copy_blob(key, source=source, target=target)
+    got_sha, got_size = storage.backend(target).hash(key)
     with transaction.atomic():
         blob = Blob.objects.select_for_update().filter(pk=blob_id, storage=source, gc_pending=False).first()
         if blob is None:
             # Collected or moved meanwhile; the copy, if unused, is an orphan for the collector.
             return False
         if (got_sha, got_size) != (sha256, size):
-            storage.delete_file(target, key)  # no row can point at it while we hold this one
+            storage.backend(target).delete(key)  # no row can point at it while we hold this one
             raise CopyMismatch(f"copy hashes to {got_sha[:12]}… ({got_size} B)")
         # The collector deletes stray copies under this same lock: checking here, not only
         # when hashing, means the row never switches to a copy removed in between.
-        if not storage.exists(target, key):
+        if not storage.backend(target).exists(key):
             return False
         Blob.objects.filter(pk=blob_id).update(storage=target, previous_storage=source)
     _drop_previous_copy(blob_id, source, key)
@@ -111,7 +111,7 @@ def blobs_migrate(*, target: str, source: str | None = None, limit: int | None =
                     report.moved_bytes += size
                 else:
                     report.skipped += 1
-            except storage.BlobMissing:
+            except errors.BlobMissing:
                 report.failed.append((sha256, f"missing on {from_alias}"))
             except CopyMismatch as exc:
                 report.failed.append((sha256, f"corrupt on {from_alias}: {exc}"))

@@ -16,21 +16,13 @@ from django.db import IntegrityError, transaction
 from .. import errors, events, image_ops, singleflight, storage
 from ..conf import media_settings
 from ..models import Blob, Media, Thumbnail
-from ..prepared import PreparedQuery
+from ..selectors import thumbnail_cached
 from .blobs import BlobQuarantined, blob_store_and_record, received_from_bytes
 
 logger = logging.getLogger(__name__)
 
 THUMBNAILABLE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 METHODS = ("crop", "scale")
-
-
-class NotThumbnailable(errors.MediasiteError):
-    code, status, errcode, message = "MEDIA_NOT_THUMBNAILABLE", 400, "M_UNKNOWN", "This media type has no thumbnails"
-
-
-class BrokenImage(errors.MediasiteError):
-    code, status, errcode, message = "MEDIA_IMAGE_BROKEN", 400, "M_UNKNOWN", "The image could not be decoded"
 
 
 def parse_request(width, height, method, animated) -> tuple[int, int, str, bool]:
@@ -63,31 +55,8 @@ def choose_size(width: int, height: int, method: str) -> tuple[int, int, str]:
     return max(candidates, key=lambda s: (s[0] * s[1], s))
 
 
-_THUMB_FIELDS = [f.attname for f in Thumbnail._meta.concrete_fields]
-_BLOB_FIELDS = [f.attname for f in Blob._meta.concrete_fields]
-
-
-def _lookup_for(animated: bool) -> PreparedQuery:
-    # Django writes boolean filters into the SQL instead of binding them: one query per value.
-    return PreparedQuery(
-        lambda source_id, width, height, method: Thumbnail.objects.filter(
-            source_id=source_id, width=width, height=height, method=method, animated=animated
-        ).values_list(*_THUMB_FIELDS, *(f"blob__{name}" for name in _BLOB_FIELDS))[:1],
-        placeholders=(1_000_001, 1_000_002, 1_000_003, "\x00method\x00"),
-    )
-
-
-# Every cached-thumbnail request makes this lookup: compiled once (see media_app.prepared).
-_cached_lookups = {True: _lookup_for(True), False: _lookup_for(False)}
-
-
 def _cached(source_id: int, width: int, height: int, method: str, animated: bool) -> Thumbnail | None:
-    row = _cached_lookups[animated].fetchone(source_id, width, height, method)
-    if row is None:
-        return None
-    thumb = Thumbnail.from_db("default", _THUMB_FIELDS, row[: len(_THUMB_FIELDS)])
-    thumb.blob = Blob.from_db("default", _BLOB_FIELDS, row[len(_THUMB_FIELDS):])
-    return thumb
+    return thumbnail_cached(source_id=source_id, width=width, height=height, method=method, animated=animated)
 
 
 # How long a request waits for a rendition another caller is rendering, and how long a
@@ -113,7 +82,7 @@ def thumbnail_flight_key(source: Blob, width: int, height: int, method: str, ani
 def thumbnail_get_or_render(*, media: Media, width: int, height: int, method: str, animated: bool) -> Thumbnail:
     """The cached thumbnail of servable `media` for this request, rendering it if needed."""
     if media.media_type not in THUMBNAILABLE_TYPES:
-        raise NotThumbnailable()
+        raise errors.MediaNotThumbnailable()
     width, height, method = choose_size(width, height, method)
     source = media.blob
     return singleflight.run_once(
@@ -126,7 +95,7 @@ def thumbnail_get_or_render(*, media: Media, width: int, height: int, method: st
 
 def _render_and_store(media: Media, source: Blob, width: int, height: int, method: str, animated: bool) -> Thumbnail:
     with _logged_render(source, [(width, height, method)]), \
-            storage.open_file(source.storage, source.key) as fh, _image_errors():
+            storage.backend(source.storage).open(source.key) as fh, _image_errors():
         rendered = image_ops.render_thumbnail(
             fh, width=width, height=height, method=method, animated=animated,
             max_pixels=media_settings.MAX_IMAGE_PIXELS,
@@ -158,9 +127,9 @@ def _image_errors():
     except image_ops.ImageTooLarge as exc:
         raise errors.MediaTooManyPixels() from exc
     except image_ops.UnsupportedImage as exc:
-        raise NotThumbnailable("This media is not an image that can be thumbnailed") from exc
+        raise errors.MediaNotThumbnailable("This media is not an image that can be thumbnailed") from exc
     except image_ops.BrokenImage as exc:
-        raise BrokenImage() from exc
+        raise errors.MediaImageBroken() from exc
 
 
 def _store(media: Media, source: Blob, width: int, height: int, method: str, animated: bool,
@@ -220,13 +189,13 @@ def thumbnails_pregenerate(*, media: Media) -> int:
         if not flights:
             return 0
         boxes = list(flights)
-        with _logged_render(source, boxes), storage.open_file(source.storage, source.key) as fh, _image_errors():
+        with _logged_render(source, boxes), storage.backend(source.storage).open(source.key) as fh, _image_errors():
             renders = image_ops.render_still_thumbnails(fh, boxes=boxes, max_pixels=media_settings.MAX_IMAGE_PIXELS)
         for (width, height, method), rendered in zip(boxes, renders, strict=True):
             _store(media, source, width, height, method, False, rendered)
             singleflight.publish_done(flights.pop((width, height, method)))
         return len(boxes)
-    except (NotThumbnailable, BrokenImage, errors.MediaTooManyPixels) as exc:
+    except (errors.MediaNotThumbnailable, errors.MediaImageBroken, errors.MediaTooManyPixels) as exc:
         logger.info("No thumbnails for %s: %s", media.media_id, exc.code)
         _fail_all(flights, exc)
         return 0

@@ -2,22 +2,20 @@
 
 Tokens carry 256 bits of randomness, so a fast hash is enough: there is nothing to brute-force.
 """
-import functools
 import hashlib
 import logging
 import secrets
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
-from django.db import DEFAULT_DB_ALIAS, DatabaseError
+from django.db import DatabaseError
 from django.db.models import Q
 from django.utils import timezone
 
 from .. import errors
 from ..conf import media_settings
-
 from ..models import AccessToken
-from ..prepared import PreparedQuery
+from ..selectors import token_with_user
 
 logger = logging.getLogger(__name__)
 
@@ -57,21 +55,6 @@ def token_revoke(*, token_id: int, user=None) -> None:
         raise errors.TokenNotFound()
 
 
-@functools.cache
-def _user_fields() -> tuple[str, ...]:
-    # Model.from_db() takes values in the model's field order, so keep that order.
-    wanted = {"id", "username", "is_active", "is_staff", "is_superuser"}
-    return tuple(f.attname for f in get_user_model()._meta.concrete_fields if f.attname in wanted)
-
-
-# Runs on every authenticated request: compiled once (see media_app.prepared).
-_token_lookup = PreparedQuery(
-    lambda token_hash: AccessToken.objects.filter(token_hash=token_hash).values_list(
-        "id", "last_used_ts", *(f"user__{name}" for name in _user_fields())
-    )[:1]
-)
-
-
 def _note_use(token_id: int, last_used, now) -> None:
     """Record that a token was used, at most once per precision interval: the lookup already
     read the last time, so most requests write nothing, and the conditional UPDATE keeps
@@ -90,15 +73,11 @@ def _note_use(token_id: int, last_used, now) -> None:
 
 def token_user(*, token: str):
     """The active user a token belongs to, or None. The user's other fields load on access."""
-    row = _token_lookup.fetchone(hash_token(token))
-    if row is None:
+    row = token_with_user(token_hash=hash_token(token))
+    if row is None or not row.user.is_active:
         return None
-    token_id, last_used, user_row = row[0], row[1], row[2:]
-    fields = _user_fields()
-    if not user_row[fields.index("is_active")]:
-        return None
-    _note_use(token_id, last_used, timezone.now())
-    return get_user_model().from_db(DEFAULT_DB_ALIAS, fields, user_row)
+    _note_use(row.pk, row.last_used_ts, timezone.now())
+    return row.user
 
 
 def user_get_or_create(*, username: str, admin: bool = False):

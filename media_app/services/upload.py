@@ -16,11 +16,6 @@ from .blobs import Received, blob_store_and_record, receive_body
 from .multipart import receive_multipart
 
 
-class TooManyPendingUploads(errors.RateLimited):
-    code = "MEDIA_TOO_MANY_PENDING"
-    message = "Too many media IDs reserved and not yet uploaded"
-
-
 def _validate(received: Received) -> str:
     media_type = sniffing.detect_media_type(received.path)
     sniffing.check_pixels(received.path, media_type, max_pixels=media_settings.MAX_IMAGE_PIXELS)
@@ -147,7 +142,7 @@ def media_create_pending(*, uploader) -> Media:
                 .first()
             )
             wait_ms = int((oldest - now).total_seconds() * 1000) if oldest else 1000
-            raise TooManyPendingUploads(retry_after_ms=max(wait_ms, 1000))
+            raise errors.TooManyPendingUploads(retry_after_ms=max(wait_ms, 1000))
         return create(
             to=MediaStatus.PENDING,
             actor=Actor.UPLOADER,

@@ -3,4 +3,4 @@
 One module per area; importing them here is what `autodiscover_tasks()` finds.
 """
 from . import thumbnails  # noqa: F401,E402
-from . import storage  # noqa: F401,E402
+from . import maintenance  # noqa: F401,E402

@@ -1,4 +1,5 @@
-"""Settings shared by every environment, read from the environment (DESIGN §9).
+"""Settings shared by every environment, read from the environment (every variable is listed
+in the README, "Configuration").
 
 The embedded default needs nothing but a writable data directory: SQLite, local files and
 in-process background work. Setting DATABASE_URL / REDIS_URL / MEDIASITE_STORAGE moves the
@@ -103,7 +104,7 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
-from .storage import STORAGES  # noqa: E402,F401
+from .storages import STORAGES  # noqa: E402,F401
 from .celery import *  # noqa: E402,F401,F403
 
 REST_FRAMEWORK = {
@@ -143,7 +144,8 @@ def _duration_days(value: str) -> int:
     return int(value)
 
 
-# Every Mediasite tunable (media_app.conf reads these lazily and rejects unknown keys).
+# The Mediasite tunables the environment can set; media_app.conf holds every tunable with its
+# default, reads these lazily and rejects unknown keys.
 _server_name = env.str("MEDIASITE_SERVER_NAME", default=f"localhost:{PORT}")
 MEDIASITE = {
     "SERVER_NAME": _server_name,
@@ -196,7 +198,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("MEDIASITE_LOG_LEVEL", default="INFO")},
     "loggers": {
         # django.request logs request.path only (never the query string, where access_token
-        # and filename may sit); keep it at WARNING so 4xx noise stays out.
+        # and filename may sit). It logs 4xx answers at WARNING: ERROR keeps that noise out
+        # and still records every 5xx.
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "ERROR"},
     },

@@ -83,7 +83,7 @@ def test_two_moderators_quarantine_and_delete_in_the_browser(admin_server, trans
     mxc = upload(alice_client, png_bytes(120, 90, color=(220, 40, 40)), filename="offending.png")
     media = Media.objects.select_related("blob").get(media_id=mxc.split("/")[1])
     blob = media.blob
-    on_disk = storage.local_path(blob.storage, blob.key)
+    on_disk = storage.backend(blob.storage).local_path(blob.key)
     assert on_disk and os.path.exists(on_disk)
     base = admin_server.url
 

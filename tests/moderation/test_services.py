@@ -46,7 +46,7 @@ def test_quarantine_by_id_hides_the_twin_and_a_later_reupload(alice_client, clie
     assert alice_client.get(download_url(other)).status_code == 200
     blob = media_of(mine).blob
     assert blob.quarantined and QuarantinedContent.objects.filter(sha256=blob.sha256).exists()
-    assert storage.exists(blob.storage, blob.key)  # bytes kept until a signed-off deletion
+    assert storage.backend(blob.storage).exists(blob.key)  # bytes kept until a signed-off deletion
 
     later = upload(client_for(make_user("carol")), IMAGE)
     assert alice_client.get(download_url(later)).json()["code"] == "MEDIA_QUARANTINED"
@@ -124,14 +124,14 @@ def test_signed_off_deletion_reclaims_the_bytes_and_the_ban_outlives_them(alice_
     rendition = Thumbnail.objects.get().blob
     quarantine(mxc, mod1)
     request = services.media_deletion_request(media=[media_of(mxc)], requested_by=mod1, reason="abuse")
-    assert storage.exists(blob.storage, blob.key)  # nothing happens before the sign-off
+    assert storage.backend(blob.storage).exists(blob.key)  # nothing happens before the sign-off
     services.moderation_request_approve(request_id=request.pk, moderator=mod2)
 
     media = Media.objects.get(pk=media_of(mxc).pk)
     assert media.status == MediaStatus.DELETED and media.blob_id is None
     assert not Blob.objects.filter(pk__in=[blob.pk, rendition.pk]).exists()
-    assert not storage.exists(blob.storage, blob.key)
-    assert not storage.exists(rendition.storage, rendition.key)
+    assert not storage.backend(blob.storage).exists(blob.key)
+    assert not storage.backend(rendition.storage).exists(rendition.key)
     assert alice_client.get(download_url(mxc)).json()["code"] == "MEDIA_NOT_FOUND"
     events = list(MediaEvent.objects.values_list("event_type", flat=True))
     assert "media.purged" in events and "media.signed_off" in events and "moderation.requested" in events
@@ -147,7 +147,7 @@ def test_deleting_one_twin_keeps_the_shared_bytes(alice_client, mod1, mod2):
     blob = media_of(first).blob
     request = services.media_deletion_request(media=[media_of(first)], requested_by=mod1)
     services.moderation_request_approve(request_id=request.pk, moderator=mod2)
-    assert storage.exists(blob.storage, blob.key)
+    assert storage.backend(blob.storage).exists(blob.key)
     assert alice_client.get(download_url(second)).status_code == 200
 
 

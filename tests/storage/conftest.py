@@ -16,7 +16,7 @@ import boto3
 import pytest
 from django.conf import settings
 
-from mediasite.settings.storage import s3_options
+from mediasite.settings.storages import s3_options
 from tests.conftest import ROOT, _free_port, require_service, start_server, stop_server
 
 BUCKET = "mediasite-test"

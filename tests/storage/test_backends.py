@@ -76,7 +76,7 @@ def test_dedup_stores_once(alice_client, backend):
     assert first != second
     assert Blob.objects.count() == 1 and Media.objects.count() == 2
     assert body_of(alice_client.get(download_url(second))) == DATA
-    assert [f.key for f in storage.list_files(backend)] == [Blob.objects.get().key]
+    assert [f.key for f in storage.backend(backend).list_files()] == [Blob.objects.get().key]
 
 
 @pytest.mark.django_db
@@ -137,8 +137,83 @@ def test_s3_upload_is_multipart_and_download_is_a_ranged_get(alice_client, s3, s
 def test_s3_download_streams_without_reading_ahead(alice_client, s3, settings):
     use_backend(settings, "s3")
     upload(alice_client, DATA)
-    stream = storage.open_range("s3", Blob.objects.get().key, 0, len(DATA))
+    stream = storage.backend("s3").open_range(Blob.objects.get().key, 0, len(DATA))
     assert stream.read(1000) == DATA[:1000]
     # The remote body is read as it arrives: after one read the rest is still on the wire.
     assert stream._body._amount_read == 1000
     stream.close()
+
+
+@pytest.mark.django_db
+def test_each_alias_gets_its_own_backend_class_once(s3):
+    fs_backend, s3_backend = storage.backend("fs"), storage.backend("s3")
+    assert type(fs_backend).__name__ == "FileSystemBackend" and fs_backend.alias == "fs"
+    assert type(s3_backend).__name__ == "S3Backend" and s3_backend.alias == "s3"
+    assert storage.backend("fs") is fs_backend and storage.backend("s3") is s3_backend
+
+
+@pytest.mark.django_db
+def test_every_backend_offers_the_same_operations(backend, tmp_path):
+    """put / exists / open_range / open / list / hash / delete behave alike on both backends."""
+    store = storage.backend(backend)
+    key = storage.blob_key(hashlib.sha256(DATA).hexdigest())
+    source = tmp_path / "source"
+    source.write_bytes(DATA)
+    assert not store.exists(key)
+    store.put(key, str(source), keep_source=True)
+    assert source.exists() and store.exists(key)
+    assert stored_bytes(backend, key) == DATA
+    window = store.open_range(key, 10, 20)
+    assert window.read() == DATA[10:30]
+    window.close()
+    with store.open(key) as fh:
+        fh.seek(100)
+        assert fh.read(5) == DATA[100:105]
+    assert [(f.key, f.size) for f in store.list_files()] == [(key, len(DATA))]
+    assert store.hash(key) == (hashlib.sha256(DATA).hexdigest(), len(DATA))
+    store.delete(key)
+    store.delete(key)  # already gone: not an error
+    assert not store.exists(key) and list(store.list_files()) == []
+
+
+def test_free_space_is_the_disk_for_files_and_unbounded_for_buckets(s3):
+    import shutil
+
+    free = storage.backend("fs").free_space()
+    # The disk is shared with other work, so compare with its size rather than its free space.
+    assert isinstance(free, int) and 0 < free <= shutil.disk_usage(storages["fs"].location).total
+    assert storage.backend("s3").free_space() is None
+
+
+@pytest.mark.django_db
+def test_blob_on_an_unconfigured_backend_is_503_logged_once(alice_client, settings, caplog):
+    """An operator dropped a backend's settings while blobs still live there."""
+    from tests.conftest import png_bytes
+
+    mxc = upload(alice_client, png_bytes(), content_type="image/png")
+    Blob.objects.update(storage="retired")
+    storage._unconfigured_reported.discard("retired")
+    caplog.set_level("INFO")
+    thumb_url = download_url(mxc).replace("/download/", "/thumbnail/") + "?width=32&height=32"
+    for url in (download_url(mxc), download_url(mxc), thumb_url):
+        response = alice_client.get(url)
+        assert response.status_code == 503, response.content
+        assert response.json()["code"] == "STORAGE_UNAVAILABLE"
+        assert "retired" not in response.content.decode()
+    # Django's request log notes every 5xx in one line; nothing carries a traceback.
+    assert not any(r.exc_info for r in caplog.records)
+    ours = [r for r in caplog.records if r.levelname == "ERROR" and r.name.startswith("media_app")]
+    assert len(ours) == 1, [r.getMessage() for r in ours]
+    assert "'retired'" in ours[0].getMessage() and "STORAGES" in ours[0].getMessage()
+
+
+@pytest.mark.django_db
+def test_system_check_names_an_unconfigured_backend_that_holds_blobs(alice_client):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    upload(alice_client, DATA)
+    call_command("check", databases=["default"])  # every blob on a configured backend: fine
+    Blob.objects.update(storage="retired")
+    with pytest.raises(SystemCheckError, match=r"mediasite.E001.*'retired'.*settings.STORAGES"):
+        call_command("check", databases=["default"])

@@ -76,7 +76,7 @@ def files_under(path: Path, *, but=()) -> list[Path]:
 
 def every_row_has_its_file() -> None:
     for blob in Blob.objects.all():
-        assert storage.exists(blob.storage, blob.key), f"row {blob.sha256} has no file"
+        assert storage.backend(blob.storage).exists(blob.key), f"row {blob.sha256} has no file"
 
 
 def every_file_has_its_row(media_dir: Path) -> None:
@@ -111,7 +111,7 @@ def test_temp_files_of_a_killed_process_are_swept_and_those_in_use_are_not():
     in_use.write(b"y" * 1000)
     in_use.close()  # closed for writing, not yet stored: still in use
     try:
-        from media_app.tasks.storage import sweep_temp_files
+        from media_app.tasks.maintenance import sweep_temp_files
 
         removed = sweep_temp_files.delay().get()
         assert removed >= 1

@@ -47,7 +47,7 @@ def test_unreferenced_old_blob_goes_row_and_file(alice_client, backend, capsys):
     age(blob)
     call_command("collect_garbage")
     assert not Blob.objects.exists()
-    assert not storage.exists(backend, blob.key)
+    assert not storage.backend(backend).exists(blob.key)
     assert "removed 1 blobs" in capsys.readouterr().out
 
 
@@ -66,7 +66,7 @@ def test_referenced_young_and_quarantined_blobs_stay(alice_client, backend):
     call_command("collect_garbage")
     assert Blob.objects.count() == 3
     assert body_of(alice_client.get(download_url(kept))) == DATA
-    assert storage.exists(backend, young.key) and storage.exists(backend, banned.key)
+    assert storage.backend(backend).exists(young.key) and storage.backend(backend).exists(banned.key)
 
 
 @pytest.mark.django_db
@@ -90,7 +90,7 @@ def test_blobs_held_only_by_thumbnails_stay(alice_client, backend):
     Thumbnail.objects.all().delete()
     call_command("collect_garbage")
     assert not Blob.objects.exists()
-    assert not storage.exists(backend, source.key) and not storage.exists(backend, rendition.key)
+    assert not storage.backend(backend).exists(source.key) and not storage.backend(backend).exists(rendition.key)
 
 
 @pytest.mark.django_db
@@ -116,8 +116,8 @@ def test_files_without_rows_after_grace(alice_client, settings):
 
     report = gc.blobs_collect_garbage()
 
-    assert not storage.exists("fs", storage.blob_key(stray_sha))
-    assert storage.exists("fs", storage.blob_key(young_sha))  # inside the grace period
+    assert not storage.backend("fs").exists(storage.blob_key(stray_sha))
+    assert storage.backend("fs").exists(storage.blob_key(young_sha))  # inside the grace period
     assert not debris.exists() and not temp.exists()
     assert body_of(alice_client.get(download_url(live))) == DATA  # old but owned by a row
     assert report.orphan_files_removed == 2 and report.temp_files_removed == 1
@@ -129,10 +129,10 @@ def test_stray_copy_on_another_backend_goes(alice_client, s3, settings):
     use_backend(settings, "s3")
     mxc = upload(alice_client, DATA)
     blob = Blob.objects.get()
-    storage.copy_to("fs", blob.key, from_alias="s3")  # e.g. left by an interrupted move
+    storage.copy_blob(blob.key, source="s3", target="fs")  # e.g. left by an interrupted move
     age_file("fs", blob.key)
     gc.blobs_collect_garbage()
-    assert not storage.exists("fs", blob.key)
+    assert not storage.backend("fs").exists(blob.key)
     assert body_of(alice_client.get(download_url(mxc))) == DATA
 
 
@@ -145,7 +145,7 @@ def test_upload_reuses_a_doomed_blob_and_restores_its_bytes(alice_client, backen
     orphan(blob)
     age(blob)
     assert gc._doom(blob.pk)
-    storage.delete_file(backend, blob.key)  # the collector got this far, then died
+    storage.backend(backend).delete(blob.key)  # the collector got this far, then died
 
     mxc = upload(alice_client, DATA)
 
@@ -195,7 +195,7 @@ def _race_round(user, backend: str, data: bytes) -> tuple[bool, str]:
         return True, "media without blob"
     if blob.gc_pending:
         return True, "referenced blob left doomed"
-    if storage.hash_stored(blob.storage, blob.key) != (blob.sha256, blob.size):
+    if storage.backend(blob.storage).hash(blob.key) != (blob.sha256, blob.size):
         return True, "blob bytes lost"
     return True, ""
 
@@ -228,4 +228,4 @@ def test_collector_racing_uploads_loses_no_blob(transactional_db, alice, setting
     assert problems == []
     # And whatever the interleavings, every surviving row has its bytes.
     for blob in Blob.objects.all():
-        assert storage.hash_stored(blob.storage, blob.key) == (blob.sha256, blob.size)
+        assert storage.backend(blob.storage).hash(blob.key) == (blob.sha256, blob.size)

@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 from media_app import storage
 from media_app.models import Blob, BlobIntegrity, Thumbnail
 from media_app.services.blobs import blob_store_and_record, received_from_bytes
-from media_app.tasks.storage import scrub_blobs
+from media_app.tasks.maintenance import scrub_blobs
 from tests.conftest import body_of, download_url, upload
 
 rng = random.Random(21)
@@ -36,7 +36,7 @@ def blob_of(data: bytes) -> Blob:
 def damaged(alice_client, backend):
     ids = {name: upload(alice_client, data) for name, data in (("good", GOOD), ("rotten", ROTTEN), ("gone", GONE))}
     overwrite(backend, blob_of(ROTTEN).key, ROTTEN[:-1] + b"\0")
-    storage.delete_file(backend, blob_of(GONE).key)
+    storage.backend(backend).delete(blob_of(GONE).key)
     return ids
 
 
@@ -103,6 +103,6 @@ def test_an_upload_of_the_same_bytes_heals_a_flagged_blob(damaged, alice_client,
     scrub_blobs()
     mxc = upload(alice_client, GONE)
     assert body_of(alice_client.get(download_url(mxc))) == GONE
-    assert storage.hash_stored(backend, blob_of(GONE).key)[0] == blob_of(GONE).sha256
+    assert storage.backend(backend).hash(blob_of(GONE).key)[0] == blob_of(GONE).sha256
     call_command("verify_media", "--sample", "1")  # GONE was just reset to unchecked
     assert blob_of(GONE).integrity == BlobIntegrity.OK

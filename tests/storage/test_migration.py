@@ -27,7 +27,7 @@ def contents(n: int, size: int = 20_000, seed: int = 1) -> list[bytes]:
 
 
 def fs_content_files() -> set[str]:
-    return {f.key for f in storage.list_files("fs") if storage.sha256_of_key(f.key)}
+    return {f.key for f in storage.backend("fs").list_files() if storage.sha256_of_key(f.key)}
 
 
 def add_thumbnail(source: Blob, data: bytes) -> Blob:
@@ -52,9 +52,9 @@ def assert_all_on_s3_once(s3_keys: set[str]) -> None:
     assert all(b.previous_storage == "" for b in blobs)
     assert s3_keys == {b.key for b in blobs}
     # (Checked per key: a shared media directory may hold other tests' files.)
-    assert not any(storage.exists("fs", b.key) for b in blobs)
+    assert not any(storage.backend("fs").exists(b.key) for b in blobs)
     for b in blobs:
-        assert storage.hash_stored("s3", b.key) == (b.sha256, b.size)
+        assert storage.backend("s3").hash(b.key) == (b.sha256, b.size)
 
 
 @pytest.mark.django_db
@@ -105,7 +105,7 @@ def test_resumes_a_run_killed_between_switch_and_delete(alice_client, s3, settin
     upload(alice_client, contents(1)[0])
     blob = Blob.objects.get()
     # The state a kill right after the switch commits leaves: both copies, row on s3.
-    storage.copy_to("s3", blob.key, from_alias="fs")
+    storage.copy_blob(blob.key, source="fs", target="s3")
     Blob.objects.update(storage="s3", previous_storage="fs")
     call_command("migrate_storage", "--to", "s3")
     assert_all_on_s3_once(s3.keys())
@@ -116,7 +116,7 @@ def test_resumes_a_run_killed_between_copy_and_switch(alice_client, s3, settings
     use_backend(settings, "fs")
     upload(alice_client, contents(1)[0])
     blob = Blob.objects.get()
-    storage.copy_to("s3", blob.key, from_alias="fs")  # copied, row not yet switched
+    storage.copy_blob(blob.key, source="fs", target="s3")  # copied, row not yet switched
     call_command("migrate_storage", "--to", "s3")
     assert_all_on_s3_once(s3.keys())
 
@@ -252,6 +252,6 @@ def test_a_request_that_read_the_row_before_the_move_is_still_served(alice_clien
     server_name, media_id = upload(alice_client, data).split("/")
     stale = media_get_servable(server_name=server_name, media_id=media_id)
     call_command("migrate_storage", "--to", target)
-    assert not storage.exists(source, stale.blob.key)
+    assert not storage.backend(source).exists(stale.blob.key)
     response = serve_media(rf.get("/"), stale)
     assert response.status_code == 200 and body_of(response) == data

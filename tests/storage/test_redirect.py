@@ -9,6 +9,7 @@ import pytest
 from django.core.files.storage import storages
 
 from media_app import storage
+from media_app.storage import presign
 from media_app.models import Blob
 from tests.conftest import body_of, download_url, png_bytes, upload
 from tests.storage.conftest import use_backend
@@ -56,7 +57,7 @@ def test_same_url_within_a_time_bucket(alice_client, redirects_on, settings, mon
         def time():
             return next(clock)
 
-    monkeypatch.setattr(storage, "time", FrozenTime)
+    monkeypatch.setattr(presign, "time", FrozenTime)
     first = alice_client.get(download_url(mxc) + "?allow_redirect=true")
     second = alice_client.get(download_url(mxc) + "?allow_redirect=true")
     assert first["Location"] == second["Location"]
@@ -65,9 +66,9 @@ def test_same_url_within_a_time_bucket(alice_client, redirects_on, settings, mon
     kwargs = {"media_type": "application/octet-stream", "disposition": "attachment"}
     bucket = settings.MEDIASITE["REDIRECT_URL_BUCKET_SECONDS"]
     start = 1_800_000_000 - 1_800_000_000 % bucket
-    a, age_a = storage.download_redirect("s3", key, now=start + 1, **kwargs)
-    b, age_b = storage.download_redirect("s3", key, now=start + bucket - 1, **kwargs)
-    c, _ = storage.download_redirect("s3", key, now=start + bucket, **kwargs)
+    a, age_a = storage.download_redirect(storage.backend("s3"), key, now=start + 1, **kwargs)
+    b, age_b = storage.download_redirect(storage.backend("s3"), key, now=start + bucket - 1, **kwargs)
+    c, _ = storage.download_redirect(storage.backend("s3"), key, now=start + bucket, **kwargs)
     assert a == b and c != a
     assert (age_a, age_b) == (bucket - 1, 1)
 
@@ -84,8 +85,8 @@ def test_signature_matches_botocore_at_the_same_instant(redirects_on, monkeypatc
     theirs = backend.connection.meta.client.generate_presigned_url(
         "get_object", Params={"Bucket": backend.bucket_name, "Key": key, **params}, ExpiresIn=7200,
     )
-    ours = storage.presigned_url(
-        "s3", key, signed_at=at.replace(tzinfo=timezone.utc), expires_seconds=7200,
+    ours = storage.backend("s3").presign(
+        key, signed_at=at.replace(tzinfo=timezone.utc), expires_seconds=7200,
         response_headers={"response-content-type": "image/png",
                           "response-content-disposition": "inline; filename=x.png"},
     )

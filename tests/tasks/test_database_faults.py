@@ -9,6 +9,7 @@ import pytest
 from django.db import OperationalError, connection
 
 from media_app import storage
+from media_app.storage import tempfiles
 from media_app.conf import media_settings
 from media_app.models import Blob, Media, Thumbnail
 from media_app.tasks.thumbnails import RETRY, pregenerate_thumbnails
@@ -67,11 +68,11 @@ def test_pregeneration_retries_a_full_database_and_leaves_no_file_without_a_row(
     assert attempts() == RETRY["max_retries"] + 1  # the first try and every retry
     assert not Thumbnail.objects.exists()
     assert list(Blob.objects.values_list("key", flat=True)) == [source_key]  # only the upload
-    stored = {f.key for f in storage.list_files("fs")}
+    stored = {f.key for f in storage.backend("fs").list_files()}
     assert stored == {source_key}, "a thumbnail file was left without its row"
-    assert not any(storage._owner_pid(p.name) == os.getpid() for p in storage.temp_dir().iterdir())
+    assert not any(tempfiles._owner_pid(p.name) == os.getpid() for p in storage.temp_dir().iterdir())
 
     heal()
     assert pregenerate_thumbnails.apply(args=[media.pk]).get() == len(media_settings.THUMBNAIL_SIZES)
     for thumb in Thumbnail.objects.select_related("blob"):
-        assert storage.exists(thumb.blob.storage, thumb.blob.key)
+        assert storage.backend(thumb.blob.storage).exists(thumb.blob.key)

@@ -62,7 +62,7 @@ class CreateView(Endpoint):
 
     @endpoint_schema(
         summary="Reserve a media ID", description="Fill it later with PUT /_matrix/media/v3/upload/{serverName}/{mediaId}.",
-        request=None, responses={200: _CREATED}, errors=[upload.TooManyPendingUploads],
+        request=None, responses={200: _CREATED}, errors=[errors.TooManyPendingUploads],
     )
     def post(self, request):
         media = upload.media_create_pending(uploader=request.user)

@@ -19,6 +19,9 @@ from ..storage import temp_files_sweep
 
 logger = logging.getLogger(__name__)
 
+# The task names predate this module's name and stay: beat schedules and queued messages
+# refer to tasks by name.
+
 
 # Backend outages and database errors (locked, restarting, out of space) are retried.
 _RETRY = {"autoretry_for": (errors.StorageUnavailable, DatabaseError), "retry_backoff": 60, "max_retries": 3}

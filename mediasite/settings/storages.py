@@ -1,4 +1,5 @@
-"""Named storage backends. `fs` always exists; `s3` only when its bucket is configured.
+"""The STORAGES setting: named storage backends. `fs` always exists; `s3` only when its
+bucket is configured (media_app.storage turns each alias into a backend class).
 
 Both may be configured at once: each Blob row names the backend holding its bytes, so a
 repository can read from both while `migrate_storage` moves blobs from one to the other.
