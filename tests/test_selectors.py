@@ -62,13 +62,13 @@ def test_thumbnail_cached_equals_the_orm(rows, django_assert_num_queries):
 
 
 def test_token_user_loads_the_fields_authentication_reads(db, make_user, django_assert_num_queries):
-    staff = make_user("staffer", admin=True)
+    staff = make_user("staffer", admin=True)  # a moderator: staff, not a superuser
     _, token = tokens.token_create(user=staff)
     tokens.token_user(token=token)  # the first use is recorded (tests/api/test_tokens.py)
     with django_assert_num_queries(1):
         user = tokens.token_user(token=token)
         assert (user.pk, user.username, user.is_active, user.is_staff, user.is_superuser) == (
-            staff.pk, "staffer", True, True, True)
+            staff.pk, "staffer", True, True, False)
     assert tokens.token_user(token=token + "x") is None
     get_user_model().objects.filter(pk=staff.pk).update(is_active=False)
     assert tokens.token_user(token=token) is None
