@@ -101,6 +101,22 @@ class StorageUnavailable(MediasiteError):
         super().__init__(message, headers={"Retry-After": "5"})
 
 
+class FlightTimedOut(MediasiteError):
+    """A result computed once for many callers (media_app.singleflight) was not ready in time."""
+    code, status, errcode, message = "RESULT_NOT_READY", 503, "M_UNKNOWN", "The result is still being prepared; please retry"
+
+    def __init__(self, message=None):
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
+class FlightAbandoned(MediasiteError):
+    """The process computing a result for many callers stopped without one."""
+    code, status, errcode, message = "RESULT_ABANDONED", 503, "M_UNKNOWN", "The worker preparing this result stopped; please retry"
+
+    def __init__(self, message=None):
+        super().__init__(message, headers={"Retry-After": "1"})
+
+
 class InvalidParam(MediasiteError):
     code, status, errcode, message = "INVALID_PARAM", 400, "M_INVALID_PARAM", "Invalid parameter"
 
