@@ -57,8 +57,8 @@ def federation_pair(django_db_setup, django_db_blocker, tmp_path_factory, fed_or
     dir_b = tmp_path_factory.mktemp("instance-b")
     env_b = {**common, "MEDIASITE_SERVER_NAME": "b.test", "MEDIASITE_DATA_DIR": str(dir_b),
              "DATABASE_URL": f"sqlite:///{dir_b / 'mediasite.sqlite3'}", "REDIS_URL": "",
-             "MEDIASITE_EMBEDDED_WORKER": "true",
-             "MEDIASITE_FEDERATION_SERVER_MAP": json.dumps({"a.test": url_a})}
+             "MEDIASITE_EMBEDDED_WORKER": "true", "MEDIASITE_BLOCKED_SERVERS": "evil.test",
+             "MEDIASITE_FEDERATION_SERVER_MAP": json.dumps({"a.test": url_a, "evil.test": url_a})}
     _manage(env_b, "migrate", "--noinput", "-v", "0")
     token_b = _manage(env_b, "create_token", "bob").strip().splitlines()[-1]
 

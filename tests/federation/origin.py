@@ -14,6 +14,7 @@ class Origin:
         self.behaviours: dict[str, tuple] = {}
         self.hits: collections.Counter = collections.Counter()
         self.connections = 0
+        self.authorizations: list = []
         self._lock = threading.Lock()
         origin = self
 
@@ -63,10 +64,33 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _federation(self, behaviour, *args):
+        """A multipart/mixed federation answer: the bytes inline, or a Location to follow."""
+        boundary = "6d656469617369746574657374"
+        if behaviour == "federation_bytes":
+            second = b"Content-Type: image/png\r\n\r\n" + args[0]
+        else:  # federation_location
+            second = f"Location: {args[0]}\r\n\r\n".encode()
+        body = (f"--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--{boundary}\r\n".encode()
+                + second + f"\r\n--{boundary}--\r\n".encode())
+        self.send_response(200)
+        self.send_header("Content-Type", f"multipart/mixed; boundary={boundary}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def do_GET(self):  # noqa: C901 - one branch per behaviour
         path = self.path.split("?", 1)[0]
         if path.startswith("/_matrix/federation/v1/media/download/"):
-            self._json(404, {"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"})
+            media_id = path.rsplit("/", 1)[-1]
+            behaviour, *args = self.origin.behaviours.get(media_id, ("missing",))
+            if not behaviour.startswith("federation_"):
+                self._json(404, {"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"})
+                return
+            with self.origin._lock:
+                self.origin.hits[media_id] += 1
+                self.origin.authorizations.append(self.headers.get("Authorization"))
+            self._federation(behaviour, *args)
             return
         media_id = path.rstrip("/").rsplit("/", 1)[-1]
         if path.startswith("/redirect/"):

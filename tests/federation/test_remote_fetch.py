@@ -211,3 +211,55 @@ def test_allow_remote_false_does_not_fetch(remote, alice_client):
     media_id = remote.on(new_id(), "bytes", b"data")
     assert get(alice_client, "origin.test", media_id, allow_remote="false").status_code == 404
     assert remote.count(media_id) == 0
+
+
+def test_federation_answer_with_bytes_inline_is_signed_and_parsed(remote, alice_client):
+    data = png_bytes(11, 11)
+    media_id = remote.on(new_id(), "federation_bytes", data)
+    response = get(alice_client, "origin.test", media_id)
+    assert response.status_code == 200, response.content
+    assert body_of(response) == data
+    assert remote.authorizations[-1].startswith('X-Matrix origin="test.local",destination="origin.test",key="ed25519:')
+
+
+def test_federation_answer_with_location_is_followed(remote, alice_client):
+    data = png_bytes(12, 12)
+    plain = remote.on(new_id(), "bytes", data, "image/png")
+    media_id = remote.on(new_id(), "federation_location", f"{remote.url}/files/{plain}")
+    response = get(alice_client, "origin.test", media_id)
+    assert response.status_code == 200, response.content
+    assert body_of(response) == data
+    assert remote.count(plain) == 1
+
+
+def test_remote_bytes_per_user_are_rate_limited_with_retry_after(remote, alice_client, settings):
+    from media_app.federation import ratelimit
+
+    settings.MEDIASITE = {**settings.MEDIASITE, "REMOTE_DOWNLOAD_BYTES_PER_USER": 1000,
+                          "REMOTE_DOWNLOAD_WINDOW_SECONDS": 600}
+    ratelimit.limiter().storage.reset()
+    first = remote.on(new_id(), "bytes", b"a" * 1500)
+    assert get(alice_client, "origin.test", first).status_code == 200
+    second = remote.on(new_id(), "bytes", b"b" * 10)
+    response = get(alice_client, "origin.test", second)
+    assert response.status_code == 429
+    assert response.json()["errcode"] == "M_LIMIT_EXCEEDED"
+    assert 1 <= int(response["Retry-After"]) <= 600
+    assert remote.count(second) == 0
+    assert get(alice_client, "origin.test", first).status_code == 200  # cached media is not limited
+    ratelimit.limiter().storage.reset()
+
+
+def test_concurrent_fetches_per_origin_are_limited(remote, alice_client, settings):
+    from media_app.federation import ratelimit
+
+    settings.MEDIASITE = {**settings.MEDIASITE, "REMOTE_FETCHES_PER_ORIGIN": 1}
+    held = ratelimit.acquire_origin_slot("origin.test", hold_seconds=30)  # a fetch in progress
+    try:
+        media_id = remote.on(new_id(), "bytes", b"c")
+        response = get(alice_client, "origin.test", media_id)
+        assert response.status_code == 429 and response["Retry-After"]
+        assert remote.count(media_id) == 0
+    finally:
+        ratelimit.release_origin_slot("origin.test", held)
+    assert get(alice_client, "origin.test", media_id).status_code == 200

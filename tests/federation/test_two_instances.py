@@ -113,6 +113,16 @@ def test_b_refuses_unsigned_and_wrongly_signed_requests(pair, case):
     assert json.loads(body)["errcode"] == "M_UNAUTHORIZED"
 
 
+def test_b_refuses_a_blocked_requester_before_fetching_its_keys(pair):
+    a, b = pair
+    media_id = upload_to(b, png_bytes(3, 3), b.token).split("/")[1]
+    uri = f"/_matrix/federation/v1/media/download/{media_id}"
+    auth = x_matrix(a_signing_key(a), origin="evil.test", destination="b.test", uri=uri)
+    status, _, body = http("GET", b.url + uri, headers={"Authorization": auth})
+    assert status == 403, body
+    assert json.loads(body)["code"] == "MEDIA_SERVER_BLOCKED"
+
+
 def test_b_serves_only_its_own_media_over_federation(pair):
     a, b = pair
     uri = f"/_matrix/federation/v1/media/download/{secrets.token_hex(8)}"
