@@ -14,6 +14,8 @@ import json
 import logging
 from email.message import Message
 
+from django.core.cache import caches
+
 from .. import errors, events, singleflight
 from ..conf import media_settings
 from ..models import Blob, Media, MediaOrigin, MediaStatus
@@ -27,10 +29,15 @@ logger = logging.getLogger(__name__)
 # The multipart framing and JSON part around the bytes, allowed on top of the size cap.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 MAX_ERROR_BODY_BYTES = 64 * 1024
+ENQUEUED_MARKER_SECONDS = 10
 
 
 def flight_key(server_name: str, media_id: str) -> str:
     return f"remote-media:{server_name}/{media_id}"
+
+
+def _enqueued_marker(key: str) -> str:
+    return f"mediasite:fed:enqueued:{key}"
 
 
 def _lookup(server_name: str, media_id: str) -> Media | None:
@@ -48,12 +55,21 @@ def remote_media_get(*, server_name: str, media_id: str, timeout_ms: int, reques
     singleflight.raise_if_failed(key)
     ratelimit.check_user_bytes(requester)
     slot = None
-    if not singleflight.in_flight(key):
+    # One requester enqueues; the others see the marker (or the task's flight) and only wait.
+    # The marker is short-lived: a task lost before it starts is enqueued again by the next
+    # requester, and a duplicate task finds the flight taken or the media cached.
+    if not singleflight.in_flight(key) and caches["federation"].add(_enqueued_marker(key), 1, ENQUEUED_MARKER_SECONDS):
         from .tasks import fetch_remote_media
 
         hold = media_settings.REMOTE_FETCH_DEADLINE_SECONDS + 30
-        slot = ratelimit.acquire_origin_slot(server_name, hold_seconds=hold)
-        fetch_remote_media.delay(server_name, media_id, slot)
+        try:
+            slot = ratelimit.acquire_origin_slot(server_name, hold_seconds=hold)
+            fetch_remote_media.delay(server_name, media_id, slot)
+        except Exception:
+            caches["federation"].delete(_enqueued_marker(key))
+            if slot is not None:
+                ratelimit.release_origin_slot(server_name, slot)
+            raise
     try:
         media = singleflight.wait(key, lookup=lambda: _lookup(server_name, media_id),
                                   timeout=timeout_ms / 1000, queued=True)
@@ -91,6 +107,7 @@ def remote_media_fetch(*, server_name: str, media_id: str, slot: str | None = No
     finally:
         if slot is not None:
             ratelimit.release_origin_slot(server_name, slot)
+        caches["federation"].delete(_enqueued_marker(key))
     singleflight.publish_done(flight)
 
 

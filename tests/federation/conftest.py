@@ -48,7 +48,9 @@ def fed_origin():
     origin.stop()
 
 
-@pytest.fixture(scope="session")
+# Module scope: A's Celery worker listens on the suite's Redis queue and must be gone before
+# other modules hand tasks to workers of their own.
+@pytest.fixture(scope="module")
 def federation_pair(django_db_setup, django_db_blocker, tmp_path_factory, fed_origin):
     port_a, port_b = _free_port(), _free_port()
     url_a, url_b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
