@@ -13,6 +13,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -126,8 +127,12 @@ def main():
     try:
         size = a.size_kb << 10
         # First fetch vs a direct download of a same-sized file from the origin.
-        first, direct = [], []
+        first, direct, stores = [], [], []
         for _ in range(a.first):
+            # The floor of a first fetch: storing the same number of bytes on A (fsync'd file and row).
+            t = time.perf_counter()
+            upload(port_a, token_a, os.urandom(size))
+            stores.append(time.perf_counter() - t)
             remote_mxc = upload(port_b, token_b, os.urandom(size))
             other = upload(port_b, token_b, os.urandom(size))
             t = time.perf_counter()
@@ -157,12 +162,14 @@ def main():
             "first_fetch_ms_median": round(statistics.median(first) * 1000, 1),
             "direct_origin_download_ms_median": round(statistics.median(direct) * 1000, 1),
             "first_fetch_over_direct": round(statistics.median(first) / statistics.median(direct), 2),
+            "local_upload_same_size_ms_median": round(statistics.median(stores) * 1000, 1),
         }
         print(json.dumps(result))
     finally:
         for proc in [*a_proc, *b]:
             proc.terminate()
             proc.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
