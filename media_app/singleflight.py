@@ -67,7 +67,7 @@ Work done by another process (a Celery task per remote media)::
         raise
     singleflight.publish_done(flight)
 
-The backend follows the deployment, as ``media_app.locks`` does:
+The backend follows the deployment:
 
 - Redis (``REDIS_URL`` set): the owner is a key set with NX and an expiry (the lease); the end of
   a flight is published on a channel every waiter subscribes to; failures are keys with expiries.
@@ -76,7 +76,8 @@ The backend follows the deployment, as ``media_app.locks`` does:
   from ``pg_locks``. Failures are rows of ``FlightFailure``, written on the owner's connection so
   the caller's transaction does not hold them back.
 - The embedded SQLite default (one machine): the owner holds an ``flock`` on a file in the data
-  dir; waiters poll the result every few tens of milliseconds and see a dead owner's lock gone.
+  dir; waiters probe that lock every few milliseconds (a system call, not a query) and look the
+  result up when it is released, whether the owner finished or died.
   Failures are small JSON files beside the lock.
 """
 from __future__ import annotations
@@ -88,7 +89,9 @@ import json
 import os
 import secrets
 import tempfile
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -107,8 +110,9 @@ FAILURE_VISIBLE_SECONDS = 30.0
 # How often a notified waiter also re-checks the result and the owner's liveness: this bounds
 # how long a crashed owner (Redis: after its lease) goes unnoticed.
 RECHECK_SECONDS = 0.5
-# The file backend has no wake-up: waiters poll the result this often.
-FILE_POLL_SECONDS = 0.02
+# The file backend has no wake-up: waiters probe the owner's lock this often.
+FILE_POLL_SECONDS = 0.01
+FILE_CLAIM_PATIENCE_SECONDS = 0.003
 
 
 @dataclasses.dataclass(eq=False)
@@ -352,9 +356,14 @@ class _RedisWaiter(_Waiter):
     def __init__(self, backend: RedisBackend, key: str):
         self.backend, self.key = backend, key
         self.owner, self.failure_key, _, channel = backend._keys(key)
-        # Subscribed before the first lookup, so an end published after it cannot be missed.
-        self.pubsub = backend.client.pubsub(ignore_subscribe_messages=True)
+        # Subscribed (confirmed by the server) before the first lookup, so an end published
+        # after that lookup cannot be missed.
+        self.pubsub = backend.client.pubsub()
         self.pubsub.subscribe(channel)
+        deadline = time.monotonic() + 5
+        while (message := self.pubsub.get_message(timeout=1)) is None or message["type"] != "subscribe":
+            if time.monotonic() > deadline:
+                break  # the periodic re-check still finds the result
 
     def owner_alive(self):
         return bool(self.backend.client.exists(self.owner))
@@ -364,10 +373,13 @@ class _RedisWaiter(_Waiter):
         return json.loads(raw) if raw else None
 
     def sleep(self, remaining):
-        self.pubsub.get_message(timeout=min(remaining, RECHECK_SECONDS))
+        self.pubsub.get_message(ignore_subscribe_messages=True, timeout=min(remaining, RECHECK_SECONDS))
 
     def close(self):
         self.pubsub.close()
+
+
+_inherited_connections: list = []
 
 
 class PostgresBackend(Backend):
@@ -375,14 +387,38 @@ class PostgresBackend(Backend):
 
     def __init__(self, alias: str = "default"):
         self.alias = alias
+        self._local = threading.local()
+        self._opened: list = []
 
     def _connect(self):
+        """This thread's flight connection, opened once and kept.
+
+        A connection of its own: the caller's transaction must not hold back or roll back the
+        flight's state, and the lock must end with the owner's process. Kept, because opening
+        one per claim and per wait costs more than the wait itself when a crowd arrives.
+        """
         import psycopg
 
-        params = connections[self.alias].get_connection_params()
-        # Its own connection: the caller's transaction must not hold back or roll back the
-        # flight's state, and the lock must end with the owner's process.
-        return psycopg.connect(**params, autocommit=True)
+        conn, pid = getattr(self._local, "conn", None), getattr(self._local, "pid", None)
+        if pid is not None and pid != os.getpid():
+            # Inherited through fork(): the socket is the parent's. Closing it would end the
+            # parent's session, so it is only set aside.
+            _inherited_connections.append(conn)
+            conn = None
+        if conn is None or conn.closed or conn.broken:
+            params = connections[self.alias].get_connection_params()
+            conn = self._local.conn = psycopg.connect(**params, autocommit=True)
+            self._local.pid = os.getpid()
+            self._opened = [(p, c) for p, c in self._opened if not c.closed] + [(os.getpid(), conn)]
+        return conn
+
+    def close_connections(self) -> None:
+        """Close the flight connections this process opened (before dropping its database, say);
+        threads open new ones when they next need them."""
+        opened, self._opened = self._opened, []
+        for pid, conn in opened:
+            if pid == os.getpid():
+                conn.close()
 
     @staticmethod
     def _lock_id(key: str) -> int:
@@ -407,26 +443,61 @@ class PostgresBackend(Backend):
             return None
         return row[0] if isinstance(row[0], dict) else json.loads(row[0])
 
-    def claim(self, key, lease):
+    def _on_live_connection(self, work):
+        """work(conn) on this thread's connection; once more on a new one if the kept connection
+        turns out to have died while idle (a server restart, an idle timeout)."""
+        import psycopg
+
         conn = self._connect()
         try:
+            return work(conn)
+        except psycopg.OperationalError:
+            if not conn.broken:
+                raise
+            return work(self._connect())
+
+    def claim(self, key, lease):
+        return self._on_live_connection(lambda conn: self._claim_on(conn, key))
+
+    def _claim_on(self, conn, key):
+        lock_id = self._lock_id(key)
+        held = self._held(conn)
+        # Advisory locks nest within a session: a second claim from this thread must be refused
+        # here, as it is by the other backends.
+        if lock_id in held or not conn.execute("SELECT pg_try_advisory_lock(%s)", [lock_id]).fetchone()[0]:
+            return None
+        held.add(lock_id)
+        try:
+            # Read under the lock: a failure published by the owner we just replaced counts.
             cached = self._failure_row(conn, key, cached_only=True)
             if cached is not None:
                 raise _error_from_payload(cached)
-            if not conn.execute("SELECT pg_try_advisory_lock(%s)", [self._lock_id(key)]).fetchone()[0]:
-                conn.close()
-                return None
             conn.execute(f"DELETE FROM {self._table()} WHERE key = %s", [_digest(key)])
         except BaseException:
-            conn.close()
+            self._unlock(conn, lock_id)
             raise
         return Flight(key, secrets.token_hex(16), self, handle=conn)
+
+    _held_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _held(self, conn) -> set:
+        """The advisory locks of the flights this session owns."""
+        return self._held_locks.setdefault(conn, set())
+
+    def _unlock(self, conn, lock_id: int) -> None:
+        self._held(conn).discard(lock_id)
+        try:
+            conn.execute("SELECT pg_advisory_unlock(%s)", [lock_id])
+        except Exception:
+            conn.close()  # the session ends, and the lock with it
+            raise
 
     def renew(self, flight, lease):
         pass  # the lock lives as long as the owner's connection
 
     def end(self, flight, failure, ttl):
         conn = flight.handle
+        lock_id = self._lock_id(flight.key)
         try:
             if failure is not None:
                 table = self._table()
@@ -438,11 +509,10 @@ class PostgresBackend(Backend):
                     "cached_until = EXCLUDED.cached_until, visible_until = EXCLUDED.visible_until",
                     [_digest(flight.key), json.dumps(failure), ttl, max(ttl, FAILURE_VISIBLE_SECONDS)],
                 )
-            # Unlocked before the wake-up: a woken waiter must find the owner gone.
-            conn.execute("SELECT pg_advisory_unlock(%s)", [self._lock_id(flight.key)])
-            conn.execute("SELECT pg_notify(%s, 'end')", [self._channel(flight.key)])
         finally:
-            conn.close()
+            # Unlocked before the wake-up: a woken waiter must find the owner gone.
+            self._unlock(conn, lock_id)
+        conn.execute("SELECT pg_notify(%s, 'end')", [self._channel(flight.key)])
 
     def _owner_alive_on(self, conn, key) -> bool:
         unsigned = self._lock_id(key) & 0xFFFF_FFFF_FFFF_FFFF
@@ -454,12 +524,10 @@ class PostgresBackend(Backend):
         ).fetchone()[0]
 
     def owner_alive(self, key):
-        with self._connect() as conn:
-            return self._owner_alive_on(conn, key)
+        return self._on_live_connection(lambda conn: self._owner_alive_on(conn, key))
 
     def cached_failure(self, key):
-        with self._connect() as conn:
-            return self._failure_row(conn, key, cached_only=True)
+        return self._on_live_connection(lambda conn: self._failure_row(conn, key, cached_only=True))
 
     def waiter(self, key):
         return _PostgresWaiter(self, key)
@@ -470,8 +538,14 @@ class _PostgresWaiter(_Waiter):
         from psycopg import sql
 
         self.backend, self.key = backend, key
-        self.conn = backend._connect()
-        self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(backend._channel(key))))
+        self.channel = sql.Identifier(backend._channel(key))
+        self.conn = backend._on_live_connection(self._listen)
+
+    def _listen(self, conn):
+        from psycopg import sql
+
+        conn.execute(sql.SQL("LISTEN {}").format(self.channel))
+        return conn
 
     def owner_alive(self):
         return self.backend._owner_alive_on(self.conn, self.key)
@@ -480,11 +554,15 @@ class _PostgresWaiter(_Waiter):
         return self.backend._failure_row(self.conn, self.key, cached_only=False)
 
     def sleep(self, remaining):
+        # A stray wake-up from an earlier wait on this connection only causes an early re-check.
         for _ in self.conn.notifies(timeout=min(remaining, RECHECK_SECONDS), stop_after=1):
             pass
 
     def close(self):
-        self.conn.close()
+        from psycopg import sql
+
+        if not self.conn.closed:
+            self.conn.execute(sql.SQL("UNLISTEN {}").format(self.channel))
 
 
 class FileBackend(Backend):
@@ -508,15 +586,24 @@ class FileBackend(Backend):
 
     def claim(self, key, lease):
         lock_path, failure_path = self._paths(key)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        # A waiter's probe holds a shared lock for microseconds; an owner holds it for the whole
+        # work. Refused for longer than FILE_CLAIM_PATIENCE_SECONDS means an owner.
+        deadline = time.monotonic() + FILE_CLAIM_PATIENCE_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return None
+                time.sleep(0.0002)
+        # Read under the lock: a failure published by the owner we just replaced counts.
         cached = self._read_failure(failure_path, "cached_until")
         if cached is not None:
+            os.close(fd)  # closing releases the lock
             raise _error_from_payload(cached)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
         failure_path.unlink(missing_ok=True)  # a new flight: the previous one's failure is over
         return Flight(key, secrets.token_hex(16), self, handle=fd)
 
@@ -540,18 +627,23 @@ class FileBackend(Backend):
             os.close(flight.handle)
 
     def owner_alive(self, key):
-        lock_path, _ = self._paths(key)
         try:
-            fd = os.open(lock_path, os.O_RDONLY)
+            fd = os.open(self._paths(key)[0], os.O_RDONLY)
         except FileNotFoundError:
             return False
+        try:
+            return self._locked(fd)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _locked(fd: int) -> bool:
         try:
             # A shared lock is refused while the owner holds its exclusive one.
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
-        finally:
-            os.close(fd)  # closing drops the probe's shared lock at once
+        fcntl.flock(fd, fcntl.LOCK_UN)
         return False
 
     def cached_failure(self, key):
@@ -564,15 +656,27 @@ class FileBackend(Backend):
 class _FileWaiter(_Waiter):
     def __init__(self, backend: FileBackend, key: str):
         self.backend, self.key = backend, key
+        lock_path, self.failure_path = backend._paths(key)
+        self.fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o600)
 
     def owner_alive(self):
-        return self.backend.owner_alive(self.key)
+        return self.backend._locked(self.fd)
 
     def failure(self):
-        return self.backend._read_failure(self.backend._paths(self.key)[1], "visible_until")
+        return self.backend._read_failure(self.failure_path, "visible_until")
 
     def sleep(self, remaining):
-        time.sleep(min(remaining, FILE_POLL_SECONDS))
+        # Probing the lock costs a system call, a lookup costs a query: wait on the lock, and
+        # look the result up when the owner lets go (or every RECHECK_SECONDS, to be safe).
+        until = time.monotonic() + min(remaining, RECHECK_SECONDS)
+        while self.owner_alive():
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, FILE_POLL_SECONDS))
+
+    def close(self):
+        os.close(self.fd)
 
 
 def backend() -> Backend:
@@ -581,11 +685,15 @@ def backend() -> Backend:
     if redis_url:
         return _redis_backend(redis_url)
     if connections["default"].vendor == "postgresql":
-        return PostgresBackend()
+        global _postgres_backend
+        if _postgres_backend is None:
+            _postgres_backend = PostgresBackend()
+        return _postgres_backend
     return FileBackend(Path(media_settings.DATA_DIR) / "flights")
 
 
 _redis_backends: dict[str, RedisBackend] = {}
+_postgres_backend: PostgresBackend | None = None
 
 
 def _redis_backend(url: str) -> RedisBackend:

@@ -34,6 +34,17 @@ def require_service(name: str, available: bool, reason: str = "") -> None:
     pytest.skip(message)
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's, plus: single-flight connections (PostgreSQL without Redis) are closed
+    before the test database is dropped, which they would otherwise keep open."""
+    yield
+    from media_app import singleflight
+
+    if singleflight._postgres_backend is not None:
+        singleflight._postgres_backend.close_connections()
+
+
 @pytest.fixture(autouse=True)
 def _empty_access_batch():
     """Each test starts and ends with no accesses waiting to be written."""

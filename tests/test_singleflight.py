@@ -33,7 +33,9 @@ def flights(request, db, tmp_path, monkeypatch):
     else:
         chosen = singleflight.FileBackend(tmp_path / "flights")
     monkeypatch.setattr(singleflight, "backend", lambda: chosen)
-    return singleflight
+    yield singleflight
+    if isinstance(chosen, singleflight.PostgresBackend):
+        chosen.close_connections()
 
 
 @pytest.fixture
@@ -141,11 +143,21 @@ def test_failure_in_compute_is_raised_by_owner_and_waiters(flights, key):
 
 
 def test_unexpected_owner_error_reaches_waiters_as_internal_error(flights, key):
+    lookups = []
+    everyone_waits = threading.Event()
+
+    def lookup():
+        # The owner looks twice (before and after its claim), each waiter twice (before its
+        # claim and inside wait): after 8 lookups the other three are surely waiting.
+        lookups.append(1)
+        if len(lookups) >= 8:
+            everyone_waits.set()
+
     def compute():
-        time.sleep(0.3)
+        everyone_waits.wait(10)
         raise OSError("disk on fire")
 
-    results = in_threads(4, lambda: flights.run_once(key, lookup=lambda: None, compute=compute, timeout=10))
+    results = in_threads(4, lambda: flights.run_once(key, lookup=lookup, compute=compute, timeout=10))
     assert sum(isinstance(r, OSError) for r in results) == 1
     assert sum(isinstance(r, errors.InternalError) for r in results) == 3
 
@@ -187,8 +199,9 @@ def test_queued_wait_outlasts_an_owner_that_has_not_started(flights, key):
     def task():
         time.sleep(0.3)
         flight = flights.claim(key)
-        store["result"] = "fetched"
-        flights.publish_done(flight)
+        if flight is not None:  # otherwise the waiter times out and the test fails
+            store["result"] = "fetched"
+            flights.publish_done(flight)
 
     threading.Thread(target=task).start()
     assert flights.wait(key, lookup=lambda: store.get("result"), timeout=10, queued=True) == "fetched"
@@ -226,3 +239,19 @@ def test_a_killed_owner_frees_the_flight_and_a_waiter_takes_over(flights, key):
         if child.is_alive():
             os.kill(child.pid, signal.SIGKILL)
             child.join(10)
+
+
+def test_postgres_flight_connection_that_died_idle_is_replaced(db, key):
+    require_service("PostgreSQL", connection.vendor == "postgresql", "set DATABASE_URL")
+    chosen = singleflight.PostgresBackend()
+    try:
+        kept = chosen._connect()
+        with connection.cursor() as cursor:  # an idle timeout or a server restart, in effect
+            cursor.execute("SELECT pg_terminate_backend(%s)", [kept.info.backend_pid])
+        flight = chosen.claim(key, 60)
+        assert flight is not None and flight.handle is not kept
+        assert chosen.owner_alive(key)
+        flight.backend.end(flight, None, 0)
+        assert not chosen.owner_alive(key)
+    finally:
+        chosen.close_connections()

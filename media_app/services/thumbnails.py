@@ -1,15 +1,19 @@
 """Thumbnails: chosen from the configured sizes, rendered once, cached by source content.
 
 The cache is keyed by the source Blob, so deduplicated media share thumbnails. Identical
-concurrent requests, in any process, take one named lock: the first renders, the others find
-its row when they get the lock. Rendering itself is media_app.image_ops (pure, hardened).
+concurrent requests, in any process or on any machine, share one single flight
+(media_app.singleflight) named by `thumbnail_flight_key`: the first renders, the others are woken
+together when its row exists, or get its error. Pre-generation claims the same flights, so a
+request for a size being pre-generated waits for it instead of rendering it again. Rendering
+itself is media_app.image_ops (pure, hardened).
 """
 import contextlib
 import logging
+import time
 
 from django.db import IntegrityError, transaction
 
-from .. import errors, events, image_ops, locks, storage
+from .. import errors, events, image_ops, singleflight, storage
 from ..conf import media_settings
 from ..models import Blob, Media, Thumbnail
 from ..prepared import PreparedQuery
@@ -86,8 +90,17 @@ def _cached(source_id: int, width: int, height: int, method: str, animated: bool
     return thumb
 
 
-def _lock_name(source: Blob, width: int, height: int, method: str, animated: bool) -> str:
-    # On-demand renders and pre-generation must take the same lock for the same rendition.
+# How long a request waits for a rendition another caller is rendering, and how long a
+# renderer's claim outlives a crash of its process (Redis; other backends free it at once).
+RENDER_WAIT_SECONDS = 60.0
+RENDER_LEASE_SECONDS = 120.0
+# A source that failed to render (broken, too many pixels) fails the same way next time: its
+# error is answered without decoding again for this long.
+RENDER_FAILURE_TTL_SECONDS = 30.0
+
+
+def thumbnail_flight_key(source: Blob, width: int, height: int, method: str, animated: bool) -> str:
+    """The single flight of one rendition: on-demand renders and pre-generation share it."""
     return f"thumbnail:{source.sha256}:{width}x{height}:{method}:{int(animated)}"
 
 
@@ -97,27 +110,38 @@ def thumbnail_get_or_render(*, media: Media, width: int, height: int, method: st
         raise NotThumbnailable()
     width, height, method = choose_size(width, height, method)
     source = media.blob
-    thumb = _cached(source.pk, width, height, method, animated)
-    if thumb is not None:
-        return thumb
-    try:
-        with locks.named_lock(_lock_name(source, width, height, method, animated), timeout=60):
-            thumb = _cached(source.pk, width, height, method, animated)
-            if thumb is None:
-                thumb = _render_and_store(media, source, width, height, method, animated)
-    except locks.LockTimeout:
-        raise errors.StorageUnavailable("Thumbnail rendering is busy; please retry") from None
-    return thumb
+    return singleflight.run_once(
+        thumbnail_flight_key(source, width, height, method, animated),
+        lookup=lambda: _cached(source.pk, width, height, method, animated),
+        compute=lambda: _render_and_store(media, source, width, height, method, animated),
+        timeout=RENDER_WAIT_SECONDS, lease=RENDER_LEASE_SECONDS, failure_ttl=RENDER_FAILURE_TTL_SECONDS,
+    )
 
 
 def _render_and_store(media: Media, source: Blob, width: int, height: int, method: str, animated: bool) -> Thumbnail:
-    with storage.open_file(source.storage, source.key) as fh, _image_errors():
+    with _logged_render(source, [(width, height, method)]), \
+            storage.open_file(source.storage, source.key) as fh, _image_errors():
         rendered = image_ops.render_thumbnail(
             fh, width=width, height=height, method=method, animated=animated,
             max_pixels=media_settings.MAX_IMAGE_PIXELS,
             max_total_frame_pixels=media_settings.MAX_THUMBNAIL_FRAME_PIXELS,
         )
     return _store(media, source, width, height, method, animated, rendered)
+
+
+@contextlib.contextmanager
+def _logged_render(source: Blob, boxes):
+    """One log line per decode, rendered or failed: operators (and the render-once tests)
+    count renders from it."""
+    sizes = " ".join(f"{w}x{h}:{m}" for w, h, m in boxes)
+    started = time.monotonic()
+    try:
+        yield
+    except errors.MediasiteError as exc:
+        logger.info("Thumbnail render %s of blob %s failed: %s", sizes, source.sha256[:16], exc.code)
+        raise
+    logger.info("Rendered thumbnail(s) %s of blob %s in %.0f ms", sizes, source.sha256[:16],
+                (time.monotonic() - started) * 1000)
 
 
 @contextlib.contextmanager
@@ -169,28 +193,46 @@ def _store(media: Media, source: Blob, width: int, height: int, method: str, ani
 
 def thumbnails_pregenerate(*, media: Media) -> int:
     """Render every configured size of an uploaded image (a background task) from a single
-    decode; returns how many were stored. Sources that cannot be thumbnailed are skipped."""
+    decode; returns how many were stored. Sizes already stored, or being rendered by a request
+    right now, are left out; sources that cannot be thumbnailed are skipped."""
     if media.media_type not in THUMBNAILABLE_TYPES or media.blob_id is None:
         return 0
     source = media.blob
-    missing = [
-        (w, h, m) for w, h, m in (tuple(size) for size in media_settings.THUMBNAIL_SIZES)
-        if _cached(source.pk, w, h, m, False) is None
-    ]
-    if not missing:
-        return 0
+    flights: dict[tuple[int, int, str], singleflight.Flight] = {}
     try:
-        with storage.open_file(source.storage, source.key) as fh, _image_errors():
-            renders = image_ops.render_still_thumbnails(
-                fh, boxes=missing, max_pixels=media_settings.MAX_IMAGE_PIXELS
-            )
+        for width, height, method in (tuple(size) for size in media_settings.THUMBNAIL_SIZES):
+            if (width, height, method) in flights or _cached(source.pk, width, height, method, False):
+                continue
+            flight = singleflight.claim(thumbnail_flight_key(source, width, height, method, False),
+                                        lease=RENDER_LEASE_SECONDS)
+            if flight is None:
+                continue  # a request is rendering it
+            if _cached(source.pk, width, height, method, False) is None:
+                flights[(width, height, method)] = flight
+            else:
+                singleflight.publish_done(flight)  # stored between our look and our claim
+        if not flights:
+            return 0
+        boxes = list(flights)
+        with _logged_render(source, boxes), storage.open_file(source.storage, source.key) as fh, _image_errors():
+            renders = image_ops.render_still_thumbnails(fh, boxes=boxes, max_pixels=media_settings.MAX_IMAGE_PIXELS)
+        for (width, height, method), rendered in zip(boxes, renders, strict=True):
+            _store(media, source, width, height, method, False, rendered)
+            singleflight.publish_done(flights.pop((width, height, method)))
+        return len(boxes)
     except (NotThumbnailable, BrokenImage, errors.MediaTooManyPixels) as exc:
         logger.info("No thumbnails for %s: %s", media.media_id, exc.code)
+        _fail_all(flights, exc)
         return 0
-    stored = 0
-    for (width, height, method), rendered in zip(missing, renders, strict=True):
-        with locks.named_lock(_lock_name(source, width, height, method, False), timeout=60):
-            if _cached(source.pk, width, height, method, False) is None:  # not served meanwhile
-                _store(media, source, width, height, method, False, rendered)
-                stored += 1
-    return stored
+    except errors.MediasiteError as exc:
+        _fail_all(flights, exc)
+        raise
+    except BaseException:
+        _fail_all(flights, errors.InternalError(), ttl=0.0)
+        raise
+
+
+def _fail_all(flights: dict, error: errors.MediasiteError, ttl: float = RENDER_FAILURE_TTL_SECONDS) -> None:
+    """Requests waiting on pre-generated sizes get the error the renderer met."""
+    for flight in flights.values():
+        singleflight.publish_failure(flight, error, ttl=ttl)

@@ -273,3 +273,82 @@ def test_a_broken_broker_does_not_fail_the_upload(client_for, make_user, monkeyp
         mxc = upload(client, photo(200, 100))
     assert Media.objects.get(media_id=mxc.split("/")[1]).status == MediaStatus.STORED
     assert client.get(thumb_url(mxc, width=32, height=32, method="crop")).status_code == 200
+
+
+def _flight_key_for(mxc, width=320, height=240, method="scale"):
+    from media_app.services.thumbnails import thumbnail_flight_key
+
+    source = Media.objects.select_related("blob").get(media_id=mxc.split("/")[1]).blob
+    return thumbnail_flight_key(source, *choose_size(width, height, method), False)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_waits_for_another_renderer_no_longer_than_its_deadline(client_for, make_user, monkeypatch):
+    from media_app import singleflight
+    from media_app.services import thumbnails
+
+    client = client_for(make_user("alice"))
+    mxc = upload(client, photo(640, 480))
+    flight = singleflight.claim(_flight_key_for(mxc))  # another renderer, busy
+    monkeypatch.setattr(thumbnails, "RENDER_WAIT_SECONDS", 0.3)
+    try:
+        response = client.get(thumb_url(mxc))
+        assert response.status_code == 503 and response.json()["code"] == "RESULT_NOT_READY"
+        assert response["Retry-After"] == "5"
+        assert Thumbnail.objects.count() == 0
+    finally:
+        singleflight.abandon(flight)
+    assert client.get(thumb_url(mxc)).status_code == 200
+
+
+def _claim_and_hang(key, ready):
+    from media_app import singleflight
+
+    ready.send(singleflight.claim(key, lease=0.5) is not None)
+    import time
+
+    time.sleep(600)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_takes_over_from_a_renderer_that_died(client_for, make_user, caplog):
+    import multiprocessing
+    import os
+    import signal
+
+    client = client_for(make_user("alice"))
+    mxc = upload(client, photo(700, 500))
+    key = _flight_key_for(mxc)
+    parent_end, child_end = multiprocessing.Pipe()
+    connection.close()  # the forked child must not share this process's database connection
+    child = multiprocessing.get_context("fork").Process(target=_claim_and_hang, args=(key, child_end))
+    child.start()
+    try:
+        assert parent_end.recv() is True
+        os.kill(child.pid, signal.SIGKILL)  # dies mid-"render", without publishing anything
+        child.join(10)
+        with caplog.at_level("INFO", logger="media_app.services.thumbnails"):
+            response = client.get(thumb_url(mxc))
+        assert response.status_code == 200 and _image(response).size == (320, 229)
+        assert len([r for r in caplog.records if r.getMessage().startswith("Rendered thumbnail")]) == 1
+    finally:
+        if child.is_alive():
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pregeneration_leaves_out_a_size_a_request_is_rendering(client_for, make_user):
+    from media_app import singleflight
+    from media_app.services.thumbnails import thumbnails_pregenerate
+
+    client = client_for(make_user("alice"))
+    mxc = upload(client, photo(1000, 800))
+    flight = singleflight.claim(_flight_key_for(mxc, 320, 240, "scale"))  # a request, rendering
+    try:
+        media = Media.objects.select_related("blob").get(media_id=mxc.split("/")[1])
+        assert thumbnails_pregenerate(media=media) == 4
+        assert (320, 240, "scale") not in set(Thumbnail.objects.values_list("width", "height", "method"))
+        assert Thumbnail.objects.count() == 4
+    finally:
+        singleflight.abandon(flight)
