@@ -13,6 +13,7 @@ hashing, sniffing, deduplication, hash-level quarantine.
 import json
 import logging
 from email.message import Message
+from urllib.parse import urlencode
 
 from django.core.cache import caches
 
@@ -139,9 +140,11 @@ def _received(stream, declared_length: int | None) -> Received:
         raise errors.RemoteFetchFailed("The remote server ended the transfer early") from None
 
 
-def _download(target: client.Target, server_name: str, media_id: str, deadline: client.Deadline):
-    """(Received, content type, filename) from the federation endpoint or the legacy one."""
-    path = f"/_matrix/federation/v1/media/download/{media_id}"
+def _download(target: client.Target, server_name: str, media_id: str, deadline: client.Deadline,
+              *, kind: str = "download", query: str = ""):
+    """(Received, content type, filename) from the federation endpoint or the legacy one;
+    `kind` is "download" or "thumbnail" (with its `query`)."""
+    path = f"/_matrix/federation/v1/media/{kind}/{media_id}" + (f"?{query}" if query else "")
     auth = xmatrix.authorization_header(method="GET", uri=path, destination=server_name)
     with client.request("GET", target, path, headers={"Authorization": auth}, deadline=deadline) as response:
         if response.status == 200:
@@ -158,8 +161,8 @@ def _download(target: client.Target, server_name: str, media_id: str, deadline: 
         if not (errcode == "M_UNRECOGNIZED" and response.status in (400, 404)
                 or errcode is None and response.status in (404, 405, 501)):
             _raise_for(response.status, errcode)
-    legacy = (f"/_matrix/media/v3/download/{server_name}/{media_id}"
-              "?allow_remote=false&allow_redirect=true")
+    legacy = (f"/_matrix/media/v3/{kind}/{server_name}/{media_id}?"
+              + (f"{query}&" if query else "") + "allow_remote=false&allow_redirect=true")
     with client.request("GET", target, legacy, deadline=deadline, follow_redirects=True) as response:
         if response.status != 200:
             _raise_for(response.status, _errcode(response))
@@ -227,3 +230,41 @@ def _store(server_name: str, media_id: str, received: Received, filename: str | 
         # fetched again) without storing the bytes a second time.
         blob = Blob.objects.get(sha256=received.sha256)
         return record(blob)
+
+
+# --- thumbnails of media too large to cache ------------------------------------------------
+
+def remote_thumbnail_open(*, server_name: str, media_id: str, width: int, height: int, method: str,
+                          animated: bool, timeout_ms: int):
+    """(open file, media type, size, sha256) of the origin's own thumbnail.
+
+    Only for remote media whose original is over the size limit: such media is never cached, so
+    there is nothing to render here. The thumbnail is fetched for this request (bounded by the
+    same limits, counted against the origin's concurrent fetches) and not stored; what it is
+    comes from its bytes, and only the image types Mediasite itself produces are passed on.
+    """
+    from ..services.thumbnails import THUMBNAILABLE_TYPES
+
+    if blocklist.is_blocked(server_name):
+        raise errors.MediaServerBlocked()
+    slot = ratelimit.acquire_origin_slot(server_name, hold_seconds=media_settings.REMOTE_FETCH_DEADLINE_SECONDS)
+    query = urlencode({"width": width, "height": height, "method": method, "animated": str(animated).lower()})
+    try:
+        deadline = client.Deadline(min(media_settings.REMOTE_FETCH_DEADLINE_SECONDS, max(1.0, timeout_ms / 1000)))
+        target = discovery.resolve(server_name, deadline=deadline)
+        received, _type, _name = _download(target, server_name, media_id, deadline, kind="thumbnail", query=query)
+    except client.OutboundTimeout as exc:
+        raise errors.RemoteTimeout() from exc
+    except (client.OutboundError, multipart.MultipartError) as exc:
+        raise errors.RemoteFetchFailed(f"Could not fetch the thumbnail from the remote server ({exc})") from exc
+    finally:
+        ratelimit.release_origin_slot(server_name, slot)
+    try:
+        media_type = sniffing.detect_media_type(received.path)
+        if media_type not in THUMBNAILABLE_TYPES:
+            raise errors.RemoteFetchFailed("The remote server's thumbnail is not an image")
+        sniffing.check_pixels(received.path, media_type, max_pixels=media_settings.MAX_IMAGE_PIXELS)
+        fh = open(received.path, "rb")
+    finally:
+        received.discard()  # the open file stays readable until the response closes it
+    return fh, media_type, received.size, received.sha256

@@ -15,6 +15,7 @@ class Origin:
         self.hits: collections.Counter = collections.Counter()
         self.connections = 0
         self.authorizations: list = []
+        self.thumbnail_queries: list = []
         self._lock = threading.Lock()
         origin = self
 
@@ -81,10 +82,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: C901 - one branch per behaviour
         path = self.path.split("?", 1)[0]
-        if path.startswith("/_matrix/federation/v1/media/download/"):
+        if path.startswith("/_matrix/federation/"):
             media_id = path.rsplit("/", 1)[-1]
             behaviour, *args = self.origin.behaviours.get(media_id, ("missing",))
-            if not behaviour.startswith("federation_"):
+            if not behaviour.startswith("federation_") or "/download/" not in path:
                 self._json(404, {"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"})
                 return
             with self.origin._lock:
@@ -111,6 +112,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+        elif behaviour == "oversized":  # args: declared size of the original, thumbnail bytes
+            if "/thumbnail/" in path:
+                self.origin.thumbnail_queries.append(self.path.split("?", 1)[-1])
+                body, content_type = args[1], "image/png"
+            else:
+                body, content_type = None, "application/octet-stream"
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body) if body is not None else args[0]))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if body is not None:
+                self.wfile.write(body)
+            self.close_connection = True
         elif behaviour == "endless":
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")

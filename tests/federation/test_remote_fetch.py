@@ -263,3 +263,22 @@ def test_concurrent_fetches_per_origin_are_limited(remote, alice_client, setting
     finally:
         ratelimit.release_origin_slot("origin.test", held)
     assert get(alice_client, "origin.test", media_id).status_code == 200
+
+
+def test_thumbnail_of_media_too_large_to_cache_comes_from_the_origin(remote, alice_client):
+    thumb = png_bytes(32, 24, color=(0, 0, 255))
+    media_id = remote.on(new_id(), "oversized", 50 << 20, thumb)
+    assert get(alice_client, "origin.test", media_id).status_code == 413  # never cached
+    response = alice_client.get(f"/_matrix/client/v1/media/thumbnail/origin.test/{media_id}?width=32&height=32&method=scale")
+    assert response.status_code == 200, response.content
+    assert body_of(response) == thumb
+    assert response["Content-Type"] == "image/png"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert "width=32" in remote.thumbnail_queries[-1] and "allow_remote=false" in remote.thumbnail_queries[-1]
+    assert not Media.objects.filter(media_id=media_id).exists()
+
+
+def test_origin_thumbnail_that_is_not_an_image_is_refused(remote, alice_client):
+    media_id = remote.on(new_id(), "oversized", 50 << 20, b"<html>not an image</html>")
+    response = alice_client.get(f"/_matrix/client/v1/media/thumbnail/origin.test/{media_id}?width=32&height=32")
+    assert response.status_code == 502
