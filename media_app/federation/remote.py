@@ -123,7 +123,10 @@ def _fetch_and_store(server_name: str, media_id: str) -> Media:
     except client.OutboundTimeout as exc:
         raise errors.RemoteTimeout() from exc
     except (client.OutboundError, multipart.MultipartError) as exc:
-        raise errors.RemoteFetchFailed(f"Could not fetch media from the remote server ({exc})") from exc
+        # The detail (addresses, hosts) is for the operator's log, never for the client: an
+        # answer naming the address a name resolved to would make this an oracle for probing.
+        logger.info("Remote fetch of %s/%s: %s", server_name, media_id, exc)
+        raise errors.RemoteFetchFailed() from exc
     try:
         return _store(server_name, media_id, received, filename)
     finally:
@@ -256,7 +259,8 @@ def remote_thumbnail_open(*, server_name: str, media_id: str, width: int, height
     except client.OutboundTimeout as exc:
         raise errors.RemoteTimeout() from exc
     except (client.OutboundError, multipart.MultipartError) as exc:
-        raise errors.RemoteFetchFailed(f"Could not fetch the thumbnail from the remote server ({exc})") from exc
+        logger.info("Remote thumbnail of %s/%s: %s", server_name, media_id, exc)
+        raise errors.RemoteFetchFailed() from exc
     finally:
         ratelimit.release_origin_slot(server_name, slot)
     try:

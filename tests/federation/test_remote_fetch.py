@@ -181,6 +181,9 @@ def test_redirects_to_forbidden_addresses_are_not_followed(remote, alice_client,
     response = get(alice_client, "origin.test", remote.on(new_id(), "redirect", target.format(port=trap.port)))
     assert response.status_code == 502, response.content
     assert trap.connections == before
+    # The answer names no address or host: it must not tell a client what a name resolves to.
+    assert response.json() == {"errcode": "M_UNKNOWN", "code": "REMOTE_FETCH_FAILED",
+                               "error": "Could not fetch media from the remote server"}
 
 
 def test_direct_connection_to_a_forbidden_address_is_refused(remote, alice_client, trap):
