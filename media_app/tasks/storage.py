@@ -2,13 +2,11 @@
 
 Both are idempotent and safe to run beside the web servers (and beside each other); a run
 that dies part-way is finished by the next one. Backend outages are retried by Celery rather
-than reported as findings.
+than reported as findings. Their schedule is in the database (media_app.retention.schedule).
 """
 import logging
 
 from celery import shared_task
-
-from mediasite.celery import app
 
 from .. import errors
 from ..conf import media_settings
@@ -33,9 +31,3 @@ def scrub_blobs(sample: int | None = None) -> dict:
 def collect_garbage() -> dict:
     report = blobs_collect_garbage()
     return {"blobs": report.blobs_removed, "files": report.orphan_files_removed, "temp": report.temp_files_removed}
-
-
-# Registered at import (autodiscovery imports this module in beat before its scheduler
-# starts); add_periodic_task defers the entries itself if the app is not configured yet.
-app.add_periodic_task(media_settings.SCRUB_INTERVAL_SECONDS, scrub_blobs.s(), name="media_app.storage.scrub")
-app.add_periodic_task(media_settings.GC_INTERVAL_SECONDS, collect_garbage.s(), name="media_app.storage.collect_garbage")

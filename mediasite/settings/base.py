@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "media_app",
     "media_app.moderation",
+    "media_app.retention",
 ]
 
 MIDDLEWARE = [
@@ -105,10 +106,13 @@ SPECTACULAR_SETTINGS = {
 }
 
 
-def _duration_days(value: str) -> int:
+def _duration_days(value: str) -> int | None:
+    """`90d` or `90` -> 90; `off`, `none` or empty -> None (never)."""
     value = value.strip().lower()
+    if value in ("", "off", "none", "never"):
+        return None
     if value.endswith("d"):
-        return int(value[:-1])
+        value = value[:-1]
     return int(value)
 
 
@@ -141,6 +145,10 @@ MEDIASITE = {
     "OUTBOUND_ALLOWLIST": env.list("MEDIASITE_OUTBOUND_ALLOWLIST", default=[]),
     "BLOCKED_SERVERS": env.list("MEDIASITE_BLOCKED_SERVERS", default=[]),
     "REMOTE_MEDIA_LIFETIME_DAYS": _duration_days(env.str("MEDIASITE_REMOTE_MEDIA_LIFETIME", default="90d")),
+    "THUMBNAIL_LIFETIME_DAYS": _duration_days(env.str("MEDIASITE_THUMBNAIL_LIFETIME", default="90d")),
+    "LOCAL_MEDIA_LIFETIME_DAYS": _duration_days(env.str("MEDIASITE_LOCAL_MEDIA_LIFETIME", default="off")),
+    "LOCAL_MEDIA_IDLE_DAYS": _duration_days(env.str("MEDIASITE_LOCAL_MEDIA_IDLE", default="off")),
+    "RETENTION_BATCH_SIZE": env.int("MEDIASITE_RETENTION_BATCH_SIZE", default=500),
 }
 
 LOGGING = {
