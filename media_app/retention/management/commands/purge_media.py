@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from media_app import errors
 from media_app.management.commands._progress import ProgressBar
+from media_app.services.progress import Progress
 from media_app.retention.services import Kind, retention_policy, retention_preview, retention_run
 
 
@@ -60,8 +61,11 @@ class Command(BaseCommand):
             return
 
         def progress_for(kind):
+            if not preview[kind].count:
+                return Progress()  # nothing to show for an empty kind
             kinds = _BAR_KINDS.get(kind, (kind,))
-            bar = ProgressBar(kind, unit=_UNITS[kind])
+            # The underlying stream: Django's wrapper would end the bar's "\r" redraws with newlines.
+            bar = ProgressBar(kind, stream=self.stderr._out, unit=_UNITS[kind])
             bar.start(total=preview[kind].count, total_bytes=sum(preview[k].bytes for k in kinds))
             return bar
 
