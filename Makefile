@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
 
-.PHONY: run test lint install install-dev migrate worker beat bench clean
+.PHONY: run test test-interop lint install install-dev migrate worker beat bench clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ beat: install
 
 test: install-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Federation with a real Synapse (installed from PyPI into .venv-synapse on first run) behind an
+# nginx TLS proxy; slow, so outside `make test`.
+test-interop: install-dev
+	MEDIASITE_INTEROP=1 $(PY) -m pytest tests/interop $(PYTEST_ARGS)
 
 # Errors only (undefined names, unused imports, syntax): style is left to review.
 lint: install-dev

@@ -90,11 +90,31 @@ class RemoteFetchFailed(MediasiteError):
     code, status, errcode, message = "REMOTE_FETCH_FAILED", 502, "M_UNKNOWN", "Could not fetch media from the remote server"
 
 
+class RemoteTimeout(MediasiteError):
+    code, status, errcode, message = "REMOTE_TIMEOUT", 504, "M_UNKNOWN", "The remote server did not answer in time"
+
+
 class StorageUnavailable(MediasiteError):
     code, status, errcode, message = "STORAGE_UNAVAILABLE", 503, "M_UNKNOWN", "Media storage is temporarily unavailable"
 
     def __init__(self, message=None):
         super().__init__(message, headers={"Retry-After": "5"})
+
+
+class FlightTimedOut(MediasiteError):
+    """A result computed once for many callers (media_app.singleflight) was not ready in time."""
+    code, status, errcode, message = "RESULT_NOT_READY", 503, "M_UNKNOWN", "The result is still being prepared; please retry"
+
+    def __init__(self, message=None):
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
+class FlightAbandoned(MediasiteError):
+    """The process computing a result for many callers stopped without one."""
+    code, status, errcode, message = "RESULT_ABANDONED", 503, "M_UNKNOWN", "The worker preparing this result stopped; please retry"
+
+    def __init__(self, message=None):
+        super().__init__(message, headers={"Retry-After": "1"})
 
 
 class InvalidParam(MediasiteError):

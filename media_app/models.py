@@ -172,3 +172,13 @@ class Thumbnail(models.Model):
 
     def __str__(self):
         return f"{self.width}x{self.height} {self.method} of {self.source_id}"
+
+
+class FlightFailure(models.Model):
+    """A failed single flight (media_app.singleflight) on PostgreSQL without Redis: waiters read
+    it to raise the owner's error, and while `cached_until` is ahead no one retries the work."""
+
+    key = models.CharField(max_length=64, primary_key=True, help_text="sha256 of the flight key")
+    payload = models.JSONField(help_text="The error: code, message, headers, extra attributes")
+    cached_until = models.DateTimeField()
+    visible_until = models.DateTimeField()

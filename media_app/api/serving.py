@@ -83,7 +83,9 @@ def download_response(request, server_name: str, media_id: str, *, file_name: st
     params = request.GET
     media = download.media_get_servable(
         server_name=server_name, media_id=media_id,
-        timeout_ms=download.parse_timeout_ms(params.get("timeout_ms")),
+        timeout_ms=download.parse_timeout_ms(params.get("timeout_ms")), requester=request.user,
+        # The spec's boolean: only an explicit "false" keeps the request local.
+        allow_remote=params.get("allow_remote", "").lower() != "false",
     )
     # The spec's boolean: only an explicit "true" allows a redirect.
     allow_redirect = params.get("allow_redirect", "").lower() == "true"
@@ -99,7 +101,9 @@ def thumbnail_response(request, server_name: str, media_id: str):
     )
     media = download.media_get_servable(
         server_name=server_name, media_id=media_id,
-        timeout_ms=download.parse_timeout_ms(params.get("timeout_ms")),
+        timeout_ms=download.parse_timeout_ms(params.get("timeout_ms")), requester=request.user,
+        # The spec's boolean: only an explicit "false" keeps the request local.
+        allow_remote=params.get("allow_remote", "").lower() != "false",
     )
     thumb = thumbnails.thumbnail_get_or_render(
         media=media, width=width, height=height, method=method, animated=animated

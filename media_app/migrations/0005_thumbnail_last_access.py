@@ -4,7 +4,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('media_app', '0003_blob_storage_state'),
+        ('media_app', '0004_flightfailure'),
     ]
 
     operations = [

@@ -1,0 +1,595 @@
+"""Single flight: compute a result once, across processes and machines; everyone else waits for it.
+
+Many requests can ask at once for something that does not exist yet (the thumbnail of an image
+just posted to a big room, a remote server's media). Exactly one of them, the *owner*, must do
+the work; the others must be released together as soon as the result exists — not one after
+another through an exclusive lock — or receive the owner's failure.
+
+A flight is named by a key (a string; its meaning belongs to the caller). The pieces:
+
+- ``claim(key, lease=...)`` → a ``Flight`` when this caller now owns the work, ``None`` when
+  another owner holds it. Raises the cached failure while one is cached for the key (see below).
+  The claim is a *lease*: if the owner's process dies, the flight becomes free again by itself
+  (Redis: the key expires after ``lease`` seconds; PostgreSQL and the file lock: the lock dies with
+  the owner's connection or process). An owner whose work outlasts ``lease`` calls ``renew``.
+- ``publish_done(flight)``: the owner has stored its result where ``lookup`` finds it (committed);
+  the flight ends and every waiter wakes. Call it only once the result is visible to others.
+- ``publish_failure(flight, error, ttl=0)``: the owner failed with ``error`` (a
+  ``media_app.errors.MediasiteError``); the flight ends and every waiter raises an error of the
+  same class, code and message. With ``ttl > 0`` the failure is also *cached*: for ``ttl`` seconds
+  ``claim`` and ``raise_if_failed`` raise it instead of letting anyone try again (a dead origin is
+  not hammered).
+- ``abandon(flight)``: end the flight without a result (waiters take over or time out).
+- ``wait(key, lookup=..., timeout=..., queued=False)`` → the result. ``lookup()`` returns the
+  result or ``None``; it is called at once, whenever the owner ends, and on a short period, so a
+  result that appears by any route is seen. Raises the owner's failure,
+  ``errors.FlightTimedOut`` after ``timeout`` seconds, and, when the owner vanished without a
+  result, ``errors.FlightAbandoned`` — unless ``queued=True``, which says the owner may not have
+  started yet (a queued Celery task), so only the timeout ends the wait.
+- ``in_flight(key)``: whether an owner currently holds the key. ``raise_if_failed(key)``: raise the
+  cached failure, if any.
+- ``run_once(key, lookup=..., compute=..., timeout=...)``: the whole pattern for an owner in the
+  caller's own process: return ``lookup()`` if it has a result, else claim and ``compute()`` (which
+  must store the result where ``lookup`` finds it, and return it), else wait; when the owner
+  vanishes, one waiter takes over.
+
+Two uses:
+
+Thumbnails (``services/thumbnails.py``)::
+
+    thumb = singleflight.run_once(
+        thumbnail_flight_key(...), lookup=lambda: _cached(...), compute=lambda: _render_and_store(...),
+        timeout=60,
+    )
+
+Work done by another process (a Celery task per remote media)::
+
+    # request handler: never does the work itself
+    media = lookup()
+    if media is None:
+        singleflight.raise_if_failed(key)          # a recent failure, cached: answer it at once
+        if not singleflight.in_flight(key):
+            fetch_remote_media.delay(server, media_id)   # two requesters may both enqueue
+        media = singleflight.wait(key, lookup=lookup, timeout=timeout_ms / 1000, queued=True)
+
+    # the Celery task: the owner; a second task for the same key finds the flight taken
+    flight = singleflight.claim(key, lease=120)    # raises the cached failure, if any
+    if flight is None:
+        return
+    try:
+        if lookup() is None:
+            fetch_and_store()
+    except errors.MediasiteError as exc:
+        singleflight.publish_failure(flight, exc, ttl=60)
+        raise
+    except BaseException:
+        singleflight.publish_failure(flight, errors.RemoteFetchFailed(), ttl=60)
+        raise
+    singleflight.publish_done(flight)
+
+The backend follows the deployment, as ``media_app.locks`` does:
+
+- Redis (``REDIS_URL`` set): the owner is a key set with NX and an expiry (the lease); the end of
+  a flight is published on a channel every waiter subscribes to; failures are keys with expiries.
+- PostgreSQL without Redis: the owner holds a session advisory lock on a connection of its own;
+  waiters LISTEN on a channel the owner NOTIFYs when it ends, and see a dead owner's lock vanish
+  from ``pg_locks``. Failures are rows of ``FlightFailure``, written on the owner's connection so
+  the caller's transaction does not hold them back.
+- The embedded SQLite default (one machine): the owner holds an ``flock`` on a file in the data
+  dir; waiters poll the result every few tens of milliseconds and see a dead owner's lock gone.
+  Failures are small JSON files beside the lock.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.db import connections
+
+from . import errors
+from .conf import media_settings
+
+T = TypeVar("T")
+
+# A failure stays readable this long at least, so waiters that poll see it even with ttl=0; it
+# never blocks a new claim unless ttl > 0.
+FAILURE_VISIBLE_SECONDS = 30.0
+# How often a notified waiter also re-checks the result and the owner's liveness: this bounds
+# how long a crashed owner (Redis: after its lease) goes unnoticed.
+RECHECK_SECONDS = 0.5
+# The file backend has no wake-up: waiters poll the result this often.
+FILE_POLL_SECONDS = 0.02
+
+
+@dataclasses.dataclass(eq=False)
+class Flight:
+    """Ownership of one key; hand it back through publish_done/publish_failure/abandon."""
+
+    key: str
+    token: str
+    backend: Backend
+    handle: Any = None  # the backend's hold on the flight (a connection, a file descriptor)
+    ended: bool = False
+
+
+# --- the public API ---------------------------------------------------------------------------
+
+def claim(key: str, *, lease: float = 60.0) -> Flight | None:
+    return backend().claim(key, lease)
+
+
+def renew(flight: Flight, *, lease: float = 60.0) -> None:
+    flight.backend.renew(flight, lease)
+
+
+def publish_done(flight: Flight) -> None:
+    if not flight.ended:
+        flight.ended = True
+        flight.backend.end(flight, None, 0.0)
+
+
+def publish_failure(flight: Flight, error: errors.MediasiteError, *, ttl: float = 0.0) -> None:
+    if not flight.ended:
+        flight.ended = True
+        flight.backend.end(flight, _error_payload(error), ttl)
+
+
+def abandon(flight: Flight) -> None:
+    publish_done(flight)
+
+
+def in_flight(key: str) -> bool:
+    return backend().owner_alive(key)
+
+
+def raise_if_failed(key: str) -> None:
+    payload = backend().cached_failure(key)
+    if payload is not None:
+        raise _error_from_payload(payload)
+
+
+def wait(key: str, *, lookup: Callable[[], T | None], timeout: float, queued: bool = False) -> T:
+    deadline = time.monotonic() + timeout
+    with backend().waiter(key) as waiter:
+        while True:
+            result = lookup()
+            if result is not None:
+                return result
+            if not waiter.owner_alive():
+                payload = waiter.failure()
+                if payload is not None:
+                    raise _error_from_payload(payload)
+                # The owner may have published its result between our lookup and this check.
+                result = lookup()
+                if result is not None:
+                    return result
+                if not queued:
+                    raise errors.FlightAbandoned()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise errors.FlightTimedOut()
+            waiter.sleep(remaining)
+
+
+def run_once(key: str, *, lookup: Callable[[], T | None], compute: Callable[[], T], timeout: float,
+             lease: float = 60.0, failure_ttl: float = 0.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = lookup()
+        if result is not None:
+            return result
+        flight = claim(key, lease=lease)
+        if flight is not None:
+            return _compute_as_owner(flight, lookup, compute, failure_ttl)
+        try:
+            return wait(key, lookup=lookup, timeout=max(0.0, deadline - time.monotonic()))
+        except errors.FlightAbandoned:
+            continue  # the owner died: the next claim decides who takes over
+
+
+def _compute_as_owner(flight: Flight, lookup, compute, failure_ttl: float):
+    try:
+        result = lookup()  # a previous owner may have finished between our lookup and claim
+        if result is None:
+            result = compute()
+    except errors.MediasiteError as exc:
+        publish_failure(flight, exc, ttl=failure_ttl)
+        raise
+    except BaseException:
+        # An unexpected error is this process's to log; waiters get the same 500 it answers.
+        publish_failure(flight, errors.InternalError(), ttl=0.0)
+        raise
+    publish_done(flight)
+    return result
+
+
+# --- failures travel as their code, message and extra attributes ------------------------------
+
+def _error_payload(error: errors.MediasiteError) -> dict:
+    extra = {}
+    for name, value in vars(error).items():
+        if name in ("message", "headers"):
+            continue
+        try:
+            json.dumps(value)
+        except TypeError:
+            continue
+        extra[name] = value
+    return {"code": error.code, "message": error.message, "headers": error.headers, "extra": extra}
+
+
+def _error_classes(cls=errors.MediasiteError):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _error_classes(sub)
+
+
+def _error_from_payload(payload: dict) -> errors.MediasiteError:
+    cls = next((c for c in _error_classes() if c.code == payload.get("code")), errors.InternalError)
+    # Built without the subclass's __init__, whose arguments vary: the state travels instead.
+    error = cls.__new__(cls)
+    errors.MediasiteError.__init__(error, payload.get("message"), headers=payload.get("headers") or {})
+    for name, value in (payload.get("extra") or {}).items():
+        setattr(error, name, value)
+    return error
+
+
+# --- backends -----------------------------------------------------------------------------------
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Backend:
+    def claim(self, key: str, lease: float) -> Flight | None:
+        raise NotImplementedError
+
+    def renew(self, flight: Flight, lease: float) -> None:
+        raise NotImplementedError
+
+    def end(self, flight: Flight, failure: dict | None, ttl: float) -> None:
+        raise NotImplementedError
+
+    def owner_alive(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def cached_failure(self, key: str) -> dict | None:
+        raise NotImplementedError
+
+    def waiter(self, key: str):
+        raise NotImplementedError
+
+
+class _Waiter:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        pass
+
+
+class RedisBackend(Backend):
+    # Claim: refused while a failure is cached; a new flight clears the previous one's failure.
+    _CLAIM = """
+    local cached = redis.call('GET', KEYS[3])
+    if cached then return {2, cached} end
+    if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+        redis.call('DEL', KEYS[2])
+        return {1}
+    end
+    return {0}
+    """
+    _RENEW = """
+    if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+    """
+    # End: the failure first, then the owner key, then the wake-up, in one step, so a woken
+    # waiter always finds the owner gone and the failure (if any) in place.
+    _END = """
+    if ARGV[2] ~= '' then
+        redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+        if tonumber(ARGV[4]) > 0 then redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[4]) end
+    end
+    if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+    redis.call('PUBLISH', ARGV[5], 'end')
+    """
+
+    def __init__(self, url: str):
+        import redis
+
+        self.client = client = redis.Redis.from_url(url)
+        self._claim = client.register_script(self._CLAIM)
+        self._renew = client.register_script(self._RENEW)
+        self._end = client.register_script(self._END)
+
+    @staticmethod
+    def _keys(key: str) -> tuple[str, str, str, str]:
+        base = f"mediasite:flight:{_digest(key)}"
+        return f"{base}:owner", f"{base}:failure", f"{base}:cached", f"{base}:channel"
+
+    def claim(self, key, lease):
+        owner, failure, cached, _ = self._keys(key)
+        token = secrets.token_hex(16)
+        answer = self._claim(keys=[owner, failure, cached], args=[token, max(1, int(lease * 1000))])
+        if answer[0] == 2:
+            raise _error_from_payload(json.loads(answer[1]))
+        return Flight(key, token, self) if answer[0] == 1 else None
+
+    def renew(self, flight, lease):
+        self._renew(keys=[self._keys(flight.key)[0]], args=[flight.token, max(1, int(lease * 1000))])
+
+    def end(self, flight, failure, ttl):
+        owner, failure_key, cached, channel = self._keys(flight.key)
+        payload = json.dumps(failure) if failure is not None else ""
+        visible_ms = int(max(ttl, FAILURE_VISIBLE_SECONDS) * 1000)
+        self._end(keys=[owner, failure_key, cached],
+                  args=[flight.token, payload, visible_ms, int(ttl * 1000), channel])
+
+    def owner_alive(self, key):
+        return bool(self.client.exists(self._keys(key)[0]))
+
+    def cached_failure(self, key):
+        raw = self.client.get(self._keys(key)[2])
+        return json.loads(raw) if raw else None
+
+    def waiter(self, key):
+        return _RedisWaiter(self, key)
+
+
+class _RedisWaiter(_Waiter):
+    def __init__(self, backend: RedisBackend, key: str):
+        self.backend, self.key = backend, key
+        self.owner, self.failure_key, _, channel = backend._keys(key)
+        # Subscribed before the first lookup, so an end published after it cannot be missed.
+        self.pubsub = backend.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(channel)
+
+    def owner_alive(self):
+        return bool(self.backend.client.exists(self.owner))
+
+    def failure(self):
+        raw = self.backend.client.get(self.failure_key)
+        return json.loads(raw) if raw else None
+
+    def sleep(self, remaining):
+        self.pubsub.get_message(timeout=min(remaining, RECHECK_SECONDS))
+
+    def close(self):
+        self.pubsub.close()
+
+
+class PostgresBackend(Backend):
+    """Advisory lock for ownership, LISTEN/NOTIFY for the wake-up, a table for failures."""
+
+    def __init__(self, alias: str = "default"):
+        self.alias = alias
+
+    def _connect(self):
+        import psycopg
+
+        params = connections[self.alias].get_connection_params()
+        # Its own connection: the caller's transaction must not hold back or roll back the
+        # flight's state, and the lock must end with the owner's process.
+        return psycopg.connect(**params, autocommit=True)
+
+    @staticmethod
+    def _lock_id(key: str) -> int:
+        return int.from_bytes(hashlib.sha256(b"flight:" + key.encode()).digest()[:8], "big", signed=True)
+
+    @staticmethod
+    def _channel(key: str) -> str:
+        return "mediasite_flight_" + _digest(key)[:40]
+
+    @staticmethod
+    def _table() -> str:
+        from .models import FlightFailure
+
+        return FlightFailure._meta.db_table
+
+    def _failure_row(self, conn, key: str, *, cached_only: bool) -> dict | None:
+        condition = "cached_until > now()" if cached_only else "visible_until > now()"
+        row = conn.execute(
+            f"SELECT payload FROM {self._table()} WHERE key = %s AND {condition}", [_digest(key)]
+        ).fetchone()
+        if row is None:
+            return None
+        return row[0] if isinstance(row[0], dict) else json.loads(row[0])
+
+    def claim(self, key, lease):
+        conn = self._connect()
+        try:
+            cached = self._failure_row(conn, key, cached_only=True)
+            if cached is not None:
+                raise _error_from_payload(cached)
+            if not conn.execute("SELECT pg_try_advisory_lock(%s)", [self._lock_id(key)]).fetchone()[0]:
+                conn.close()
+                return None
+            conn.execute(f"DELETE FROM {self._table()} WHERE key = %s", [_digest(key)])
+        except BaseException:
+            conn.close()
+            raise
+        return Flight(key, secrets.token_hex(16), self, handle=conn)
+
+    def renew(self, flight, lease):
+        pass  # the lock lives as long as the owner's connection
+
+    def end(self, flight, failure, ttl):
+        conn = flight.handle
+        try:
+            if failure is not None:
+                table = self._table()
+                conn.execute(f"DELETE FROM {table} WHERE visible_until < now()")
+                conn.execute(
+                    f"INSERT INTO {table} (key, payload, cached_until, visible_until) "
+                    "VALUES (%s, %s, now() + %s * interval '1 second', now() + %s * interval '1 second') "
+                    "ON CONFLICT (key) DO UPDATE SET payload = EXCLUDED.payload, "
+                    "cached_until = EXCLUDED.cached_until, visible_until = EXCLUDED.visible_until",
+                    [_digest(flight.key), json.dumps(failure), ttl, max(ttl, FAILURE_VISIBLE_SECONDS)],
+                )
+            # Unlocked before the wake-up: a woken waiter must find the owner gone.
+            conn.execute("SELECT pg_advisory_unlock(%s)", [self._lock_id(flight.key)])
+            conn.execute("SELECT pg_notify(%s, 'end')", [self._channel(flight.key)])
+        finally:
+            conn.close()
+
+    def _owner_alive_on(self, conn, key) -> bool:
+        unsigned = self._lock_id(key) & 0xFFFF_FFFF_FFFF_FFFF
+        return conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 1)",
+            [unsigned >> 32, unsigned & 0xFFFF_FFFF],
+        ).fetchone()[0]
+
+    def owner_alive(self, key):
+        with self._connect() as conn:
+            return self._owner_alive_on(conn, key)
+
+    def cached_failure(self, key):
+        with self._connect() as conn:
+            return self._failure_row(conn, key, cached_only=True)
+
+    def waiter(self, key):
+        return _PostgresWaiter(self, key)
+
+
+class _PostgresWaiter(_Waiter):
+    def __init__(self, backend: PostgresBackend, key: str):
+        from psycopg import sql
+
+        self.backend, self.key = backend, key
+        self.conn = backend._connect()
+        self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(backend._channel(key))))
+
+    def owner_alive(self):
+        return self.backend._owner_alive_on(self.conn, self.key)
+
+    def failure(self):
+        return self.backend._failure_row(self.conn, self.key, cached_only=False)
+
+    def sleep(self, remaining):
+        for _ in self.conn.notifies(timeout=min(remaining, RECHECK_SECONDS), stop_after=1):
+            pass
+
+    def close(self):
+        self.conn.close()
+
+
+class FileBackend(Backend):
+    """flock() on a file per key in a directory: one machine, any number of processes."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = _digest(key)[:40]
+        return self.directory / f"{name}.lock", self.directory / f"{name}.failure"
+
+    @staticmethod
+    def _read_failure(path: Path, field: str) -> dict | None:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return record["payload"] if record.get(field, 0) > time.time() else None
+
+    def claim(self, key, lease):
+        lock_path, failure_path = self._paths(key)
+        cached = self._read_failure(failure_path, "cached_until")
+        if cached is not None:
+            raise _error_from_payload(cached)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        failure_path.unlink(missing_ok=True)  # a new flight: the previous one's failure is over
+        return Flight(key, secrets.token_hex(16), self, handle=fd)
+
+    def renew(self, flight, lease):
+        pass  # the lock lives as long as the owner's process
+
+    def end(self, flight, failure, ttl):
+        lock_path, failure_path = self._paths(flight.key)
+        try:
+            if failure is not None:
+                now = time.time()
+                record = {"payload": failure, "cached_until": now + ttl,
+                          "visible_until": now + max(ttl, FAILURE_VISIBLE_SECONDS)}
+                # Written whole under another name, then renamed: readers never see half of it.
+                fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".failure-")
+                with os.fdopen(fd, "w") as fh:
+                    json.dump(record, fh)
+                os.replace(tmp, failure_path)
+        finally:
+            fcntl.flock(flight.handle, fcntl.LOCK_UN)
+            os.close(flight.handle)
+
+    def owner_alive(self, key):
+        lock_path, _ = self._paths(key)
+        try:
+            fd = os.open(lock_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            # A shared lock is refused while the owner holds its exclusive one.
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops the probe's shared lock at once
+        return False
+
+    def cached_failure(self, key):
+        return self._read_failure(self._paths(key)[1], "cached_until")
+
+    def waiter(self, key):
+        return _FileWaiter(self, key)
+
+
+class _FileWaiter(_Waiter):
+    def __init__(self, backend: FileBackend, key: str):
+        self.backend, self.key = backend, key
+
+    def owner_alive(self):
+        return self.backend.owner_alive(self.key)
+
+    def failure(self):
+        return self.backend._read_failure(self.backend._paths(self.key)[1], "visible_until")
+
+    def sleep(self, remaining):
+        time.sleep(min(remaining, FILE_POLL_SECONDS))
+
+
+def backend() -> Backend:
+    """The backend for this deployment: Redis if configured, else PostgreSQL, else file locks."""
+    redis_url = getattr(settings, "REDIS_URL", "")
+    if redis_url:
+        return _redis_backend(redis_url)
+    if connections["default"].vendor == "postgresql":
+        return PostgresBackend()
+    return FileBackend(Path(media_settings.DATA_DIR) / "flights")
+
+
+_redis_backends: dict[str, RedisBackend] = {}
+
+
+def _redis_backend(url: str) -> RedisBackend:
+    found = _redis_backends.get(url)
+    if found is None:
+        found = _redis_backends[url] = RedisBackend(url)
+    return found

@@ -1,0 +1,228 @@
+"""media_app.singleflight on each backend: one owner, waiters released by its end, its failure
+passed on, failures cached for their ttl, timeouts, and a crashed owner's flight freed.
+
+Owners and waiters run in threads (each takes its own connection or file descriptor, so they
+contend exactly as processes do) and, for the crash, in a forked process killed with SIGKILL.
+"""
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import uuid
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from media_app import errors, singleflight
+from tests.conftest import require_service
+
+BACKENDS = ["file", "postgresql", "redis"]
+
+
+@pytest.fixture(params=BACKENDS)
+def flights(request, db, tmp_path, monkeypatch):
+    """The module's API bound to one backend."""
+    if request.param == "redis":
+        require_service("Redis", bool(getattr(settings, "REDIS_URL", "")), "set REDIS_URL")
+        chosen = singleflight.RedisBackend(settings.REDIS_URL)
+    elif request.param == "postgresql":
+        require_service("PostgreSQL", connection.vendor == "postgresql", "set DATABASE_URL")
+        chosen = singleflight.PostgresBackend()
+    else:
+        chosen = singleflight.FileBackend(tmp_path / "flights")
+    monkeypatch.setattr(singleflight, "backend", lambda: chosen)
+    return singleflight
+
+
+@pytest.fixture
+def key():
+    return f"test:{uuid.uuid4()}"
+
+
+def in_threads(n, target):
+    """Run target() in n threads started together; returns each one's result or exception."""
+    results = [None] * n
+    barrier = threading.Barrier(n)
+
+    def run(i):
+        barrier.wait()
+        try:
+            results[i] = target()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test to assert on
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+def test_only_one_claim_wins_until_the_flight_ends(flights, key):
+    claims = in_threads(6, lambda: flights.claim(key))
+    owners = [c for c in claims if isinstance(c, singleflight.Flight)]
+    assert len(owners) == 1 and claims.count(None) == 5
+    assert flights.in_flight(key)
+    flights.publish_done(owners[0])
+    assert not flights.in_flight(key)
+    again = flights.claim(key)
+    assert again is not None
+    flights.publish_done(again)
+
+
+def test_run_once_computes_once_for_concurrent_callers(flights, key):
+    store, computed = {}, []
+
+    def compute():
+        computed.append(1)
+        time.sleep(0.3)  # long enough that every other caller arrives while it runs
+        store["result"] = "rendered"
+        return "rendered"
+
+    results = in_threads(8, lambda: flights.run_once(key, lookup=lambda: store.get("result"),
+                                                     compute=compute, timeout=10))
+    assert results == ["rendered"] * 8
+    assert len(computed) == 1
+
+
+def test_waiters_get_the_result_when_the_owner_publishes_it(flights, key):
+    store = {}
+    flight = flights.claim(key)
+    waiting = []
+
+    def waiter():
+        waiting.append(1)
+        return flights.wait(key, lookup=lambda: store.get("result"), timeout=10)
+
+    threads_done = []
+    t = threading.Thread(target=lambda: threads_done.append(in_threads(5, waiter)))
+    t.start()
+    while len(waiting) < 5:
+        time.sleep(0.01)
+    store["result"] = 42
+    flights.publish_done(flight)
+    t.join(10)
+    assert threads_done == [[42] * 5]
+
+
+def test_owner_failure_reaches_every_waiter_as_the_same_error(flights, key):
+    flight = flights.claim(key)
+    waiting = []
+
+    def waiter():
+        waiting.append(1)
+        return flights.wait(key, lookup=lambda: None, timeout=10)
+
+    out = []
+    t = threading.Thread(target=lambda: out.append(in_threads(4, waiter)))
+    t.start()
+    while len(waiting) < 4:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    flights.publish_failure(flight, errors.RateLimited("origin says slow down", retry_after_ms=7000))
+    t.join(10)
+    for exc in out[0]:
+        assert isinstance(exc, errors.RateLimited)
+        assert (exc.code, exc.status, exc.message) == ("RATE_LIMITED", 429, "origin says slow down")
+        assert exc.retry_after_ms == 7000 and exc.headers == {"Retry-After": "7"}
+        assert exc.as_dict()["retry_after_ms"] == 7000
+
+
+def test_failure_in_compute_is_raised_by_owner_and_waiters(flights, key):
+    def compute():
+        time.sleep(0.3)
+        raise errors.MediaTooManyPixels()
+
+    results = in_threads(5, lambda: flights.run_once(key, lookup=lambda: None, compute=compute, timeout=10))
+    assert all(isinstance(r, errors.MediaTooManyPixels) for r in results), results
+
+
+def test_unexpected_owner_error_reaches_waiters_as_internal_error(flights, key):
+    def compute():
+        time.sleep(0.3)
+        raise OSError("disk on fire")
+
+    results = in_threads(4, lambda: flights.run_once(key, lookup=lambda: None, compute=compute, timeout=10))
+    assert sum(isinstance(r, OSError) for r in results) == 1
+    assert sum(isinstance(r, errors.InternalError) for r in results) == 3
+
+
+def test_failure_is_cached_for_its_ttl_then_forgotten(flights, key):
+    flights.publish_failure(flights.claim(key), errors.RemoteFetchFailed(), ttl=1.0)
+    with pytest.raises(errors.RemoteFetchFailed):
+        flights.claim(key)
+    with pytest.raises(errors.RemoteFetchFailed):
+        flights.raise_if_failed(key)
+    time.sleep(1.2)
+    flights.raise_if_failed(key)
+    flight = flights.claim(key)
+    assert flight is not None
+    flights.publish_done(flight)
+
+
+def test_failure_without_ttl_does_not_block_the_next_claim(flights, key):
+    flights.publish_failure(flights.claim(key), errors.RemoteFetchFailed(), ttl=0)
+    flights.raise_if_failed(key)
+    flight = flights.claim(key)
+    assert flight is not None
+    flights.publish_done(flight)
+
+
+def test_wait_honours_its_timeout(flights, key):
+    flight = flights.claim(key)
+    started = time.monotonic()
+    with pytest.raises(errors.FlightTimedOut):
+        flights.wait(key, lookup=lambda: None, timeout=0.3)
+    assert time.monotonic() - started >= 0.3
+    flights.publish_done(flight)
+
+
+def test_queued_wait_outlasts_an_owner_that_has_not_started(flights, key):
+    """A request waiting for a queued task: no owner yet is not abandonment."""
+    store = {}
+
+    def task():
+        time.sleep(0.3)
+        flight = flights.claim(key)
+        store["result"] = "fetched"
+        flights.publish_done(flight)
+
+    threading.Thread(target=task).start()
+    assert flights.wait(key, lookup=lambda: store.get("result"), timeout=10, queued=True) == "fetched"
+    with pytest.raises(errors.FlightTimedOut):
+        flights.wait(f"{key}:never", lookup=lambda: None, timeout=0.3, queued=True)
+
+
+def test_without_an_owner_a_plain_wait_says_abandoned(flights, key):
+    with pytest.raises(errors.FlightAbandoned):
+        flights.wait(key, lookup=lambda: None, timeout=5)
+
+
+def _claim_and_hang(chosen, key, ready):
+    flight = chosen.claim(key, lease=0.5)
+    ready.send(flight is not None)
+    time.sleep(600)
+
+
+def test_a_killed_owner_frees_the_flight_and_a_waiter_takes_over(flights, key):
+    chosen = singleflight.backend()
+    parent_end, child_end = multiprocessing.Pipe()
+    child = multiprocessing.get_context("fork").Process(target=_claim_and_hang, args=(chosen, key, child_end))
+    child.start()
+    try:
+        assert parent_end.recv() is True
+        assert flights.claim(key) is None
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(10)
+        with pytest.raises(errors.FlightAbandoned):
+            flights.wait(key, lookup=lambda: None, timeout=10)
+        computed = []
+        result = flights.run_once(key, lookup=lambda: None, compute=lambda: computed.append(1) or "mine", timeout=10)
+        assert result == "mine" and computed == [1]
+    finally:
+        if child.is_alive():
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(10)
