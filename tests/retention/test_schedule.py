@@ -109,3 +109,15 @@ def test_beat_runs_a_database_schedule_entry_in_a_worker(worker_with_beat, alice
     assert MediaEvent.objects.filter(event_type="media.purged", media_id="neverfilled").count() == 1
     # The entry's name exists only in the database: beat read its schedule from there.
     assert "Sending due task retention.expire_reservations (media_app.retention.expire_reservations)" in log
+
+
+@pytest.mark.django_db
+def test_the_schedule_is_editable_in_the_admin(client, make_user):
+    client.force_login(make_user("mod", admin=True))
+    listing = client.get("/admin/django_celery_beat/periodictask/")
+    assert listing.status_code == 200
+    for name, *_ in default_entries():
+        assert name.encode() in listing.content
+    task = PeriodicTask.objects.get(name="retention.purge_thumbnails")
+    page = client.get(f"/admin/django_celery_beat/periodictask/{task.pk}/change/")
+    assert page.status_code == 200 and b'name="enabled"' in page.content
