@@ -82,8 +82,11 @@ def test_thumbnails_are_purged_just_outside_their_lifetime(lifetimes):
     never_served_old = thumbnail(media, 320, 240, "scale", created=cutoff - SECOND)
     never_served_new = thumbnail(media, 640, 480, "scale", created=cutoff + SECOND)
     expected = stale.blob.size + never_served_old.blob.size
+    preview = retention_preview(policy=retention_policy(now=NOW))  # with the remote job off
 
     report = run()
+
+    assert report.as_dict() == preview.as_dict()
 
     left = set(Thumbnail.objects.values_list("pk", flat=True))
     assert left == {fresh.pk, never_served_new.pk}
