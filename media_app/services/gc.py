@@ -103,8 +103,12 @@ def blobs_doom_unreferenced(*, blob_ids) -> list[tuple[int, int]]:
     ids = sorted(set(blob_ids))
     if not ids:
         return []
-    # Locked in key order: two jobs dooming overlapping batches cannot deadlock.
-    locked = list(Blob.objects.select_for_update().filter(pk__in=ids, quarantined=False)
+    # Locked in key order: two jobs dooming overlapping batches cannot deadlock. NO KEY UPDATE
+    # lets a thumbnail being rendered meanwhile insert its row (a foreign-key share lock)
+    # instead of deadlocking against this batch; such a late reference is seen by the re-check
+    # in blobs_remove_doomed, which keeps the blob. Writers that reuse a blob lock it FOR
+    # UPDATE, which still waits for this transaction.
+    locked = list(Blob.objects.select_for_update(no_key=True).filter(pk__in=ids, quarantined=False)
                   .order_by("pk").values_list("pk", "size"))
     referenced = _referenced_among([pk for pk, _size in locked])
     doomed = [(pk, size) for pk, size in locked if pk not in referenced]
