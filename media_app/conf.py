@@ -27,6 +27,16 @@ DEFAULTS = {
     "OUTBOUND_ALLOWLIST": [],
     "BLOCKED_SERVERS": [],
     "REMOTE_MEDIA_LIFETIME_DAYS": 90,
+    # Retention. A lifetime of None is "never" (the local ones are off unless the operator
+    # sets them: deleting an upload is a human decision, these only propose it).
+    "THUMBNAIL_LIFETIME_DAYS": 90,
+    "LOCAL_MEDIA_LIFETIME_DAYS": None,
+    "LOCAL_MEDIA_IDLE_DAYS": None,
+    # Rows per transaction in the purge jobs: locks and memory are bounded by this, not by
+    # the number of rows to purge.
+    "RETENTION_BATCH_SIZE": 500,
+    # mxc URIs per moderation request proposed by the local-media job.
+    "RETENTION_PROPOSAL_BATCH_SIZE": 100,
     # Federation (media_app.federation). Outbound connections: connect and per-read timeouts,
     # and the total time one remote fetch may take.
     "OUTBOUND_CONNECT_TIMEOUT_SECONDS": 10.0,

@@ -124,7 +124,7 @@ def thumbnail_response(request, server_name: str, media_id: str):
         media=media, width=width, height=height, method=method, animated=animated
     )
     response = serve_thumbnail(request, thumb)
-    download.media_record_retrieval(media=media, downloader=request.user)
+    download.media_record_retrieval(media=media, downloader=request.user, thumbnail_pk=thumb.pk)
     return response
 
 

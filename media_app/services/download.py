@@ -78,8 +78,8 @@ def media_get_servable(*, server_name: str, media_id: str, timeout_ms: int = 0, 
     return media
 
 
-def media_record_retrieval(*, media: Media, downloader) -> None:
-    access_batch.record(media=media, downloader=downloader)
+def media_record_retrieval(*, media: Media, downloader, thumbnail_pk: int | None = None) -> None:
+    access_batch.record(media=media, downloader=downloader, thumbnail_pk=thumbnail_pk)
 
 
 def media_get_metadata(*, server_name: str, media_id: str, user) -> Media:
