@@ -22,7 +22,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, Sum
 from django.utils import timezone
 
-from .. import events, locks, state
+from .. import events, singleflight, state
 from ..conf import media_settings
 from ..models import Blob, Media, MediaOrigin, MediaStatus, Thumbnail
 from ..moderation.models import ModerationAction, ModerationRequest, RequestStatus
@@ -346,11 +346,19 @@ def _propose_local(*, policy: RetentionPolicy, totals: Totals, dry_run: bool,
 
 def local_media_propose(*, policy: RetentionPolicy, totals: Totals, progress: Progress) -> None:
     """Propose local media past its lifetime for deletion; a moderator signs off (or not).
-    One run at a time, so two overlapping runs cannot propose the same media twice."""
+    One run at a time, so two overlapping runs cannot propose the same media twice: a run that
+    finds another one proposing leaves the work to it."""
     if _local_q(policy) is None:
         return
-    with locks.named_lock("retention:propose-local", timeout=600, hold_for=3600):
+    flight = singleflight.claim("retention:propose-local", lease=3600)
+    if flight is None:
+        return
+    try:
         _propose_local(policy=policy, totals=totals, dry_run=False, progress=progress)
+    except BaseException:
+        singleflight.abandon(flight)
+        raise
+    singleflight.publish_done(flight)
 
 
 JOBS = ("interrupted", "reservations", "remote", "thumbnails", "local")
