@@ -37,7 +37,8 @@ beat: install
 test: install-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Against real Matrix software (Synapse from PyPI, installed once into ~/.cache/mediasite-synapse).
+# Against real Matrix software: Synapse from PyPI (installed once into ~/.cache/mediasite-synapse)
+# and, for federation, nginx as its TLS proxy; slow, so outside `make test`.
 test-interop: install-dev
 	$(PY) -m pytest -m interop tests/interop $(PYTEST_ARGS)
 

@@ -27,6 +27,30 @@ DEFAULTS = {
     "OUTBOUND_ALLOWLIST": [],
     "BLOCKED_SERVERS": [],
     "REMOTE_MEDIA_LIFETIME_DAYS": 90,
+    # Retention. A lifetime of None is "never" (the local ones are off unless the operator
+    # sets them: deleting an upload is a human decision, these only propose it).
+    "THUMBNAIL_LIFETIME_DAYS": 90,
+    "LOCAL_MEDIA_LIFETIME_DAYS": None,
+    "LOCAL_MEDIA_IDLE_DAYS": None,
+    # Rows per transaction in the purge jobs: locks and memory are bounded by this, not by
+    # the number of rows to purge.
+    "RETENTION_BATCH_SIZE": 500,
+    # mxc URIs per moderation request proposed by the local-media job.
+    "RETENTION_PROPOSAL_BATCH_SIZE": 100,
+    # Federation (media_app.federation). Outbound connections: connect and per-read timeouts,
+    # and the total time one remote fetch may take.
+    "OUTBOUND_CONNECT_TIMEOUT_SECONDS": 10.0,
+    "OUTBOUND_READ_TIMEOUT_SECONDS": 30.0,
+    "REMOTE_FETCH_DEADLINE_SECONDS": 120.0,
+    # A failed remote fetch is remembered this long; requests meanwhile get the same error.
+    "REMOTE_FAILURE_CACHE_SECONDS": 60,
+    # Extra CA bundle for https federation peers (private federations with their own CA).
+    "FEDERATION_TLS_CA_FILE": "",
+    # Rate limits: bytes of remote media one user may pull in per window, and remote fetches
+    # in flight at once per origin server.
+    "REMOTE_DOWNLOAD_BYTES_PER_USER": 1 << 30,
+    "REMOTE_DOWNLOAD_WINDOW_SECONDS": 3600,
+    "REMOTE_FETCHES_PER_ORIGIN": 16,
     "UPLOAD_CHUNK_BYTES": 1 << 20,
     # `file` parts accepted in one multipart/form-data upload; each is held to MAX_UPLOAD_SIZE_BYTES.
     "MAX_UPLOAD_FILES_PER_REQUEST": 10,

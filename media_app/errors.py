@@ -124,6 +124,10 @@ class RemoteFetchFailed(MediasiteError):
     code, status, errcode, message = "REMOTE_FETCH_FAILED", 502, "M_UNKNOWN", "Could not fetch media from the remote server"
 
 
+class RemoteTimeout(MediasiteError):
+    code, status, errcode, message = "REMOTE_TIMEOUT", 504, "M_UNKNOWN", "The remote server did not answer in time"
+
+
 class StorageUnavailable(MediasiteError):
     code, status, errcode, message = "STORAGE_UNAVAILABLE", 503, "M_UNKNOWN", "Media storage is temporarily unavailable"
 

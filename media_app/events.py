@@ -43,3 +43,15 @@ def emit(event_type: str, payload: dict, *, server_name: str = "", actor=None) -
     )
     transaction.on_commit(lambda: send_signal(event_type, payload))
     return event
+
+
+def emit_many(event_type: str, items: list[tuple[str, dict]]) -> None:
+    """Record one event per (server_name, payload) in one INSERT, inside the caller's
+    transaction (the batch jobs); each is signalled after commit."""
+    MediaEvent.objects.bulk_create([
+        MediaEvent(event_type=event_type, server_name=server_name, media_id=str(payload.get("media_id", "")),
+                   payload=payload)
+        for server_name, payload in items
+    ])
+    payloads = [payload for _server_name, payload in items]
+    transaction.on_commit(lambda: [send_signal(event_type, payload) for payload in payloads])

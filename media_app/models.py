@@ -160,6 +160,9 @@ class Thumbnail(models.Model):
     rendered_width = models.PositiveIntegerField()
     rendered_height = models.PositiveIntegerField()
     created_ts = models.DateTimeField(default=timezone.now)
+    # Written by the batched access flush (services.access), never on the serving path; null
+    # until first served, when retention counts from created_ts.
+    last_access_ts = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -168,6 +171,7 @@ class Thumbnail(models.Model):
                 name="thumbnail_unique_rendition",
             ),
         ]
+        indexes = [models.Index(fields=["last_access_ts"], name="thumbnail_last_access")]
 
     def __str__(self):
         return f"{self.width}x{self.height} {self.method} of {self.source_id}"

@@ -76,3 +76,14 @@ def transition(media: Media, to: str, *, actor: str, signed_off: bool = False, *
     for name, value in changes.items():
         setattr(media, name, value)
     return media
+
+
+def transition_many(pks: list[int], from_status: str, to: str, *, actor: str, origin: str,
+                    signed_off: bool = False, **changes) -> int:
+    """`transition` for a batch of rows of one origin in one status (the retention jobs): the
+    same table and conditional UPDATE, one statement. Returns how many rows moved; the caller
+    locks the rows first when it must know that all of them did."""
+    rule = rule_for(from_status, to, actor=actor)
+    if origin in rule.signoff_for and not signed_off:
+        raise SignoffRequired()
+    return Media.objects.filter(pk__in=pks, status=from_status, origin=origin).update(status=to, **changes)

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 urlpatterns = [
     path("", include("media_app.api.matrix.urls")),
+    path("", include("media_app.federation.urls")),
     path("api/v1/", include("media_app.api.v1.urls")),
     # Reports (native API) and the admin media API on Synapse's paths.
     path("", include("media_app.moderation.urls")),

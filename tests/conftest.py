@@ -152,9 +152,10 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(log_dir: Path, *extra_args: str, **extra_env: str) -> LiveServer:
-    """gunicorn with the production settings, two workers, on the test database."""
-    port = _free_port()
+def start_server(log_dir: Path, *extra_args: str, port: int | None = None, **extra_env: str) -> LiveServer:
+    """gunicorn with the production settings, two workers, on the test database. `port` is
+    for servers that must know each other's address before they start (federation)."""
+    port = port or _free_port()
     log_path = log_dir / "gunicorn.log"
     env = {
         **os.environ,

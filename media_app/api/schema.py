@@ -202,6 +202,8 @@ THUMBNAIL_PARAMETERS = [
 ]
 
 RAW_BODY = {"*/*": OpenApiTypes.BINARY}
+# `{}`: an empty serializer would be documented as no body at all.
+EMPTY_OBJECT = {"type": "object", "maxProperties": 0}
 _SERVED = "the stored type, detected from the bytes"
 
 

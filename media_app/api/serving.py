@@ -8,7 +8,7 @@ from django.http import FileResponse, HttpResponse
 
 from .. import errors, storage
 from ..crypto import is_undecryptable
-from ..services import download, thumbnails
+from ..services import download, identifiers, thumbnails
 from ..conf import media_settings
 from ..models import Blob, Media
 
@@ -84,7 +84,9 @@ def download_response(request, server_name: str, media_id: str, *, file_name: st
     params = request.GET
     media = download.media_get_servable(
         server_name=server_name, media_id=media_id,
-        timeout_ms=download.parse_timeout_ms(params.get("timeout_ms")),
+        timeout_ms=download.parse_timeout_ms(params.get("timeout_ms")), requester=request.user,
+        # The spec's boolean: only an explicit "false" keeps the request local.
+        allow_remote=params.get("allow_remote", "").lower() != "false",
     )
     # The spec's boolean: only an explicit "true" allows a redirect.
     allow_redirect = params.get("allow_redirect", "").lower() == "true"
@@ -98,15 +100,31 @@ def thumbnail_response(request, server_name: str, media_id: str):
     width, height, method, animated = thumbnails.parse_request(
         params.get("width"), params.get("height"), params.get("method"), params.get("animated")
     )
-    media = download.media_get_servable(
-        server_name=server_name, media_id=media_id,
-        timeout_ms=download.parse_timeout_ms(params.get("timeout_ms")),
-    )
+    timeout_ms = download.parse_timeout_ms(params.get("timeout_ms"))
+    allow_remote = params.get("allow_remote", "").lower() != "false"
+    try:
+        media = download.media_get_servable(
+            server_name=server_name, media_id=media_id, timeout_ms=timeout_ms, requester=request.user,
+            # The spec's boolean: only an explicit "false" keeps the request local.
+            allow_remote=allow_remote,
+        )
+    except errors.MediaTooLarge:
+        # Remote media too large to cache: the origin's own thumbnail, passed through.
+        if not allow_remote or identifiers.is_local(server_name):
+            raise
+        from ..federation.remote import remote_thumbnail_open
+
+        fh, media_type, size, sha256 = remote_thumbnail_open(
+            server_name=server_name, media_id=media_id, width=width, height=height, method=method,
+            animated=animated, timeout_ms=timeout_ms,
+        )
+        return serve_open_file(request, fh, media_type=media_type, size=size, sha256=sha256,
+                               filename=f"thumbnail.{media_type.rsplit('/', 1)[-1]}")
     thumb = thumbnails.thumbnail_get_or_render(
         media=media, width=width, height=height, method=method, animated=animated
     )
     response = serve_thumbnail(request, thumb)
-    download.media_record_retrieval(media=media, downloader=request.user)
+    download.media_record_retrieval(media=media, downloader=request.user, thumbnail_pk=thumb.pk)
     return response
 
 
@@ -133,15 +151,8 @@ def serve_thumbnail(request, thumb) -> HttpResponse:
     )
 
 
-def serve_stored(request, *, alias: str, key: str, size: int, sha256: str, media_type: str,
-                 filename: str | None, allow_redirect: bool = False) -> HttpResponse:
-    """Serve stored bytes (an original or a thumbnail) with every header of docs/ARCHITECTURE.md, "Serving".
-
-    With `allow_redirect` (the client's spec parameter) and the operator's REDIRECT_DOWNLOADS,
-    bytes on a backend that can presign are answered with a 307 to the backend instead.
-    """
-    etag = f'"{sha256}"'
-    headers = {
+def _serving_headers(media_type: str, filename: str | None, etag: str) -> dict:
+    return {
         "Content-Type": media_type,
         "Content-Disposition": content_disposition(media_type, filename),
         "Content-Security-Policy": CSP,
@@ -155,6 +166,29 @@ def serve_stored(request, *, alias: str, key: str, size: int, sha256: str, media
         "ETag": etag,
         "Accept-Ranges": "bytes",
     }
+
+
+def serve_open_file(request, fh, *, media_type: str, size: int, sha256: str, filename: str | None) -> HttpResponse:
+    """Bytes that are not stored (a remote thumbnail passed through) with the serving headers."""
+    headers = _serving_headers(media_type, filename, f'"{sha256}"')
+    headers["Content-Length"] = str(size)
+    if request.method == "HEAD":
+        fh.close()
+        return _with_headers(HttpResponse(), headers)
+    response = FileResponse(fh, content_type=media_type)
+    response.block_size = BLOCK_SIZE
+    return _with_headers(response, headers, drop=("Accept-Ranges",))
+
+
+def serve_stored(request, *, alias: str, key: str, size: int, sha256: str, media_type: str,
+                 filename: str | None, allow_redirect: bool = False) -> HttpResponse:
+    """Serve stored bytes (an original or a thumbnail) with every header of docs/ARCHITECTURE.md, "Serving".
+
+    With `allow_redirect` (the client's spec parameter) and the operator's REDIRECT_DOWNLOADS,
+    bytes on a backend that can presign are answered with a 307 to the backend instead.
+    """
+    etag = f'"{sha256}"'
+    headers = _serving_headers(media_type, filename, etag)
     if_none_match = request.META.get("HTTP_IF_NONE_MATCH")
     if if_none_match and _etag_matches(if_none_match, etag):
         return _with_headers(HttpResponse(status=304), headers, drop=("Content-Type",))

@@ -2,20 +2,94 @@
 (`/_synapse/admin/v1/…`, staff only), in Synapse's JSON shapes. Quarantine and protection act at
 once; deletions and releases are requests for a second moderator and answer 202 with the
 request's ID."""
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
 from ..api.endpoint import Access, Endpoint, json_response, read_json
+from ..api.schema import EMPTY_OBJECT, MEDIA_ID, SERVER_NAME, endpoint_schema
 from ..conf import media_settings
 from .. import errors
 from . import selectors, services
+
+# --- schema: Synapse's admin media API shapes ---------------------------------------------
+
+_MEDIA_PATH = [SERVER_NAME, MEDIA_ID]
+_JSON_ERRORS = [errors.BadRequest, errors.UnsupportedContentType]
+_REASON = {"application/json": inline_serializer("ModerationReason", {
+    "reason": serializers.CharField(
+        required=False, allow_null=True, max_length=services.MAX_REASON_CHARS,
+        help_text="Why (kept with the moderation record); the body may be omitted"),
+})}
+_USER_ID = OpenApiParameter(
+    "user_id", str, OpenApiParameter.PATH,
+    description="A local user's Matrix ID (`@alice:server`) or bare username",
+)
+_MS = "ms since the epoch"
+_USER_MEDIA = inline_serializer("SynapseUserMedia", {
+    "created_ts": serializers.IntegerField(help_text=_MS),
+    "last_access_ts": serializers.IntegerField(allow_null=True, help_text=_MS),
+    "media_id": serializers.CharField(),
+    "media_length": serializers.IntegerField(allow_null=True, help_text="Size in bytes"),
+    "media_type": serializers.CharField(),
+    "quarantined_by": serializers.CharField(allow_null=True, help_text="Matrix ID of the moderator, if quarantined"),
+    "safe_from_quarantine": serializers.BooleanField(help_text="Protected from quarantine"),
+    "upload_name": serializers.CharField(allow_null=True),
+})
+_USER_MEDIA_PAGE = inline_serializer("SynapseUserMediaPage", {
+    "media": serializers.ListField(child=_USER_MEDIA, help_text="One page, in the requested order"),
+    "total": serializers.IntegerField(help_text="All media of the user"),
+    "next_token": serializers.IntegerField(required=False, help_text="`from` of the next page; absent on the last"),
+})
+_MEDIA_INFO = inline_serializer("SynapseMediaInfo", {
+    "media_info": inline_serializer("SynapseMediaInfoFields", {
+        "media_origin": serializers.CharField(help_text="The server name of the mxc:// URI"),
+        "user_id": serializers.CharField(allow_null=True, help_text="Matrix ID of the uploader"),
+        "media_id": serializers.CharField(),
+        "media_type": serializers.CharField(),
+        "media_length": serializers.IntegerField(allow_null=True, help_text="Size in bytes"),
+        "upload_name": serializers.CharField(allow_null=True),
+        "created_ts": serializers.IntegerField(help_text=_MS),
+        "filesystem_id": serializers.CharField(),
+        "url_cache": serializers.CharField(allow_null=True, help_text="Always null (no URL previews)"),
+        "last_access_ts": serializers.IntegerField(allow_null=True, help_text=_MS),
+        "quarantined_by": serializers.CharField(allow_null=True, help_text="Matrix ID of the moderator, if quarantined"),
+        "authenticated": serializers.BooleanField(help_text="Always true: served by the authenticated API"),
+        "safe_from_quarantine": serializers.BooleanField(help_text="Protected from quarantine"),
+        "sha256": serializers.CharField(allow_null=True, help_text="Hex SHA-256 of the content"),
+    }),
+})
+_NOTHING_DELETED = inline_serializer("SynapseDeletedMedia", {
+    "deleted_media": serializers.ListField(child=serializers.CharField(), help_text="Always empty"),
+    "total": serializers.IntegerField(help_text="Always 0"),
+})
+_DELETION_PENDING = OpenApiResponse(
+    inline_serializer("SynapseDeletionPending", {
+        "deleted_media": serializers.ListField(child=serializers.CharField(), help_text="Always empty: nothing is deleted yet"),
+        "total": serializers.IntegerField(help_text="Always 0"),
+        "request_id": serializers.IntegerField(help_text="The moderation request awaiting a second moderator"),
+        "pending_media": serializers.ListField(child=serializers.CharField(), help_text="Media IDs the request covers"),
+    }),
+    description="A deletion request was queued; a different moderator must approve it",
+)
+_RELEASE_PENDING = OpenApiResponse(
+    inline_serializer("ModerationReleasePending", {
+        "request_id": serializers.IntegerField(help_text="The moderation request awaiting a second moderator"),
+    }),
+    description="A release request was queued; a different moderator must approve it",
+)
 
 
 def _ms(value) -> int | None:
     return None if value is None else int(value.timestamp() * 1000)
 
 
-def _int_param(request, name: str, default: int | None = None, minimum: int = 0) -> int:
+# Offsets, limits and sizes go to PostgreSQL as bigint.
+MAX_COUNT = 2**63 - 1
+# The last millisecond Python's datetime can hold (9999-12-31).
+MAX_TS_MS = 253402300799999
+
+
+def _int_param(request, name: str, default: int | None = None, minimum: int = 0, maximum: int = MAX_COUNT) -> int:
     raw = request.GET.get(name)
     if raw is None or raw == "":
         if default is None:
@@ -27,6 +101,8 @@ def _int_param(request, name: str, default: int | None = None, minimum: int = 0)
         raise errors.InvalidParam(f"{name} must be an integer") from None
     if value < minimum:
         raise errors.InvalidParam(f"{name} must be at least {minimum}")
+    if value > maximum:
+        raise errors.InvalidParam(f"{name} must be at most {maximum}")
     return value
 
 
@@ -51,13 +127,14 @@ class ModeratorEndpoint(Endpoint):
 class MediaReportView(Endpoint):
     access = Access.TOKEN
 
-    @extend_schema(
+    @endpoint_schema(
         summary="Report media to the moderators",
         description="Puts the media in the moderators' review queue. The reason is stored encrypted. "
         "Rate-limited per user (429 with Retry-After).",
-        request=inline_serializer("MediaReport", {"reason": serializers.CharField(required=False)}),
-        responses={200: OpenApiResponse(description="{}"), 404: OpenApiResponse(description="Unknown media"),
-                   429: OpenApiResponse(description="Too many reports")},
+        parameters=_MEDIA_PATH,
+        request=_REASON,
+        responses={200: OpenApiResponse(EMPTY_OBJECT, description="Reported: `{}`")},
+        errors=[errors.InvalidParam, *_JSON_ERRORS, errors.MediaNotFound, errors.RateLimited],
     )
     def post(self, request, server_name, media_id):
         body = read_json(request)
@@ -67,6 +144,16 @@ class MediaReportView(Endpoint):
 
 
 class QuarantineMediaView(ModeratorEndpoint):
+    @endpoint_schema(
+        summary="Quarantine media",
+        description="At once, by content: every media ID sharing these bytes is quarantined, and "
+        "the same bytes uploaded later arrive quarantined.",
+        parameters=_MEDIA_PATH,
+        request=_REASON,
+        responses={200: OpenApiResponse(EMPTY_OBJECT, description="Quarantined: `{}`")},
+        errors=[errors.InvalidParam, *_JSON_ERRORS, errors.MediaProtected, errors.MediaNotFound,
+                errors.MediaInvalidState],
+    )
     def post(self, request, server_name, media_id):
         services.media_quarantine(server_name=server_name, media_id=media_id, moderator=request.user,
                                   reason=read_json(request).get("reason", ""))
@@ -74,6 +161,18 @@ class QuarantineMediaView(ModeratorEndpoint):
 
 
 class UnquarantineMediaView(ModeratorEndpoint):
+    @endpoint_schema(
+        summary="Release media from quarantine",
+        description="Queues a release request for a second moderator (202 with its ID); media that "
+        "is not quarantined answers `{}`.",
+        parameters=_MEDIA_PATH,
+        request=_REASON,
+        responses={
+            200: OpenApiResponse(EMPTY_OBJECT, description="Not quarantined: nothing to do, `{}`"),
+            202: _RELEASE_PENDING,
+        },
+        errors=[errors.InvalidParam, *_JSON_ERRORS, errors.MediaNotFound, errors.MediaInvalidState],
+    )
     def post(self, request, server_name, media_id):
         media = services.media_for_moderation(server_name=server_name, media_id=media_id)
         if not media.is_quarantined:
@@ -86,6 +185,14 @@ class UnquarantineMediaView(ModeratorEndpoint):
 class ProtectMediaView(ModeratorEndpoint):
     protected = True
 
+    @endpoint_schema(
+        summary="Protect local media from quarantine",
+        description="For stickers and emoji: quarantining it, or content it shares, is refused.",
+        parameters=[MEDIA_ID],
+        request=None,
+        responses={200: OpenApiResponse(EMPTY_OBJECT, description="Protected: `{}`")},
+        errors=[errors.InvalidParam, errors.MediaNotFound],
+    )
     def post(self, request, media_id):
         services.media_protect(media_id=media_id, moderator=request.user, protected=self.protected)
         return {}
@@ -94,14 +201,49 @@ class ProtectMediaView(ModeratorEndpoint):
 class UnprotectMediaView(ProtectMediaView):
     protected = False
 
+    @endpoint_schema(
+        summary="Remove the protection of local media",
+        parameters=[MEDIA_ID],
+        request=None,
+        responses={200: OpenApiResponse(EMPTY_OBJECT, description="Unprotected: `{}`")},
+        errors=[errors.InvalidParam, errors.MediaNotFound],
+    )
+    def post(self, request, media_id):
+        return super().post(request, media_id)
+
 
 class UserMediaQuarantineView(ModeratorEndpoint):
+    @endpoint_schema(
+        summary="Quarantine all media of a local user",
+        description="Protected media is left alone.",
+        parameters=[_USER_ID],
+        request=None,
+        responses={200: inline_serializer("SynapseQuarantinedCount", {
+            "num_quarantined": serializers.IntegerField(help_text="Media newly quarantined"),
+        })},
+        errors=[errors.InvalidParam, errors.UserNotFound],
+    )
     def post(self, request, user_id):
         user = selectors.user_for_matrix_id(user_id)
         return {"num_quarantined": services.user_media_quarantine(user=user, moderator=request.user)}
 
 
 class UserMediaListView(ModeratorEndpoint):
+    @endpoint_schema(
+        summary="List the media of a local user",
+        description="Deleted media is left out. Default order: newest first.",
+        parameters=[
+            _USER_ID,
+            OpenApiParameter("from", {"type": "integer", "minimum": 0, "maximum": MAX_COUNT, "default": 0},
+                             description="Offset of the first item (`next_token` of the previous page)"),
+            OpenApiParameter("limit", {"type": "integer", "minimum": 0, "maximum": MAX_COUNT, "default": 100},
+                             description="Largest number of items"),
+            OpenApiParameter("order_by", str, enum=list(selectors.USER_MEDIA_ORDER), description="Sort field"),
+            OpenApiParameter("dir", str, enum=["f", "b"], description="Forwards or backwards"),
+        ],
+        responses={200: _USER_MEDIA_PAGE},
+        errors=[errors.InvalidParam, errors.UserNotFound],
+    )
     def get(self, request, user_id):
         user = selectors.user_for_matrix_id(user_id)
         start = _int_param(request, "from", 0)
@@ -132,8 +274,14 @@ class UserMediaListView(ModeratorEndpoint):
 
 
 class MediaAdminView(ModeratorEndpoint):
+    @endpoint_schema(
+        summary="Metadata of any media",
+        description="Synapse's query of a piece of media by ID; quarantined media included.",
+        parameters=_MEDIA_PATH,
+        responses={200: _MEDIA_INFO},
+        errors=[errors.InvalidParam, errors.MediaNotFound],
+    )
     def get(self, request, server_name, media_id):
-        """Synapse's "query a piece of media by ID" (quarantined media included)."""
         media = services.media_for_moderation(server_name=server_name, media_id=media_id)
         return {
             "media_info": {
@@ -154,6 +302,14 @@ class MediaAdminView(ModeratorEndpoint):
             }
         }
 
+    @endpoint_schema(
+        summary="Ask for local media to be deleted",
+        description="Queues a deletion request for a second moderator. An optional JSON body "
+        "`{\"reason\": \"…\"}` is kept with the request.",
+        parameters=_MEDIA_PATH,
+        responses={202: _DELETION_PENDING},
+        errors=[errors.InvalidParam, *_JSON_ERRORS, errors.MediaNotFound, errors.MediaInvalidState],
+    )
     def delete(self, request, server_name, media_id):
         if server_name != media_settings.SERVER_NAME:
             raise errors.InvalidParam("Can only delete local media")
@@ -164,8 +320,23 @@ class MediaAdminView(ModeratorEndpoint):
 
 
 class DeleteMediaBeforeView(ModeratorEndpoint):
+    @endpoint_schema(
+        summary="Ask for local media unused since a date to be deleted",
+        description="Media last accessed (never accessed: created) before `before_ts`; "
+        "quarantined and protected media are left out. Queues one deletion request for a "
+        "second moderator.",
+        parameters=[
+            OpenApiParameter("before_ts", {"type": "integer", "minimum": 0, "maximum": MAX_TS_MS}, required=True,
+                             description="In ms since the epoch"),
+            OpenApiParameter("size_gt", {"type": "integer", "minimum": 0, "maximum": MAX_COUNT, "default": 0},
+                             description="Only media larger than this many bytes"),
+        ],
+        request=None,
+        responses={200: OpenApiResponse(_NOTHING_DELETED, description="No media matched"), 202: _DELETION_PENDING},
+        errors=[errors.InvalidParam],
+    )
     def post(self, request):
-        before_ts = _int_param(request, "before_ts")
+        before_ts = _int_param(request, "before_ts", maximum=MAX_TS_MS)
         size_gt = _int_param(request, "size_gt", 0)
         media = list(selectors.local_media_unused_since(before_ts_ms=before_ts, size_gt=size_gt))
         if not media:

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from .. import events
 from ..conf import media_settings
-from ..models import Media, MediaEvent
+from ..models import Media, MediaEvent, Thumbnail
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ class AccessBatch:
     def __init__(self):
         self._lock = threading.Lock()
         self._touched: dict[int, object] = {}
+        self._thumbnails_touched: dict[int, object] = {}
         # (server_name, media_id, payload, actor_id, ts): rows are built at flush time, off
         # the download path.
         self._events: list[tuple] = []
@@ -31,20 +32,22 @@ class AccessBatch:
         self._stop = threading.Event()
         self._pid = None
 
-    def record(self, *, media: Media, downloader) -> None:
+    def record(self, *, media: Media, downloader, thumbnail_pk: int | None = None) -> None:
         payload = {"media_id": media.media_id, "downloader_id": downloader.username if downloader else None}
         events.send_signal(events.RETRIEVED, payload)
         now = timezone.now()
         row = (media.server_name, media.media_id, payload, downloader.pk if downloader else None, now)
         with self._lock:
             self._touched[media.pk] = now
+            if thumbnail_pk is not None:
+                self._thumbnails_touched[thumbnail_pk] = now
             self._events.append(row)
         self._ensure_thread()
 
     def discard(self) -> None:
         """Forget what has not been written (tests)."""
         with self._lock:
-            self._touched, self._events = {}, []
+            self._touched, self._events, self._thumbnails_touched = {}, [], {}
 
     def pending(self) -> int:
         with self._lock:
@@ -53,14 +56,16 @@ class AccessBatch:
     def flush(self) -> int:
         """Write what has accumulated; returns the number of retrievals written."""
         with self._lock:
-            touched, rows = self._touched, self._events
-            self._touched, self._events = {}, []
+            touched, rows, thumbnails = self._touched, self._events, self._thumbnails_touched
+            self._touched, self._events, self._thumbnails_touched = {}, [], {}
         if not rows:
             return 0
         try:
             with transaction.atomic():
                 # One statement for the batch; precision to the flush interval is all retention needs.
                 Media.objects.filter(pk__in=list(touched)).update(last_access_ts=max(touched.values()))
+                if thumbnails:  # thumbnail retention counts from these
+                    Thumbnail.objects.filter(pk__in=list(thumbnails)).update(last_access_ts=max(thumbnails.values()))
                 MediaEvent.objects.bulk_create(
                     [
                         MediaEvent(event_type=events.RETRIEVED, server_name=server_name, media_id=media_id,
@@ -74,6 +79,8 @@ class AccessBatch:
             with self._lock:
                 for pk, ts in touched.items():
                     self._touched[pk] = max(ts, self._touched.get(pk, ts))
+                for pk, ts in thumbnails.items():
+                    self._thumbnails_touched[pk] = max(ts, self._thumbnails_touched.get(pk, ts))
                 self._events[:0] = rows
                 # Bounded memory while the database is away: the oldest events go first.
                 overflow = len(self._events) - media_settings.MAX_PENDING_ACCESS_EVENTS

@@ -27,14 +27,22 @@ def _lookup(server_name: str, media_id: str) -> Media | None:
     return media_with_blob(server_name=server_name, media_id=media_id)
 
 
-def media_get_servable(*, server_name: str, media_id: str, timeout_ms: int = 0) -> Media:
+def media_get_servable(*, server_name: str, media_id: str, timeout_ms: int = 0, requester=None,
+                       allow_remote: bool = True) -> Media:
     """The media row with its blob, ready to serve, or the error the client must see.
 
     A pending reservation is polled until it is filled or `timeout_ms` runs out; polling the
-    database works the same whichever process receives the upload.
+    database works the same whichever process receives the upload. Another server's media that
+    is not cached yet is fetched (media_app.federation.remote); local and cached media cost the
+    one lookup only.
     """
     identifiers.validate(server_name, media_id)
     media = _lookup(server_name, media_id)
+    if media is None and allow_remote and not identifiers.is_local(server_name):
+        from ..federation.remote import remote_media_get
+
+        media = remote_media_get(server_name=server_name, media_id=media_id, timeout_ms=timeout_ms,
+                                 requester=requester)
     deadline = time.monotonic() + timeout_ms / 1000
     delay = 0.05
     while media is not None and media.status == MediaStatus.PENDING:
@@ -53,8 +61,8 @@ def media_get_servable(*, server_name: str, media_id: str, timeout_ms: int = 0) 
     return media
 
 
-def media_record_retrieval(*, media: Media, downloader) -> None:
-    access_batch.record(media=media, downloader=downloader)
+def media_record_retrieval(*, media: Media, downloader, thumbnail_pk: int | None = None) -> None:
+    access_batch.record(media=media, downloader=downloader, thumbnail_pk=thumbnail_pk)
 
 
 def media_get_metadata(*, server_name: str, media_id: str, user) -> Media:

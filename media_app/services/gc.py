@@ -86,6 +86,55 @@ def blob_collect(*, blob_id: int) -> int | None:
     return _remove(blob_id)
 
 
+def _referenced_among(blob_ids: list[int]) -> set[int]:
+    """Which of these blobs some Media or Thumbnail refers to (one query per relation)."""
+    referenced = set(Media.objects.filter(blob_id__in=blob_ids).values_list("blob_id", flat=True).distinct())
+    referenced |= set(Thumbnail.objects.filter(source_id__in=blob_ids).values_list("source_id", flat=True).distinct())
+    referenced |= set(Thumbnail.objects.filter(blob_id__in=blob_ids).values_list("blob_id", flat=True).distinct())
+    return referenced
+
+
+def blobs_doom_unreferenced(*, blob_ids) -> list[tuple[int, int]]:
+    """Step 1 of the protocol for a batch, inside the caller's transaction: the purge jobs
+    remove their rows and doom the blobs those rows held in one commit, so a kill after it
+    leaves marked blobs (finished by `blobs_remove_doomed` or the next collection), never
+    unmarked garbage. Returns (pk, size) of the blobs marked."""
+    ids = sorted(set(blob_ids))
+    if not ids:
+        return []
+    # Locked in key order: two jobs dooming overlapping batches cannot deadlock. NO KEY UPDATE
+    # lets a thumbnail being rendered meanwhile insert its row (a foreign-key share lock)
+    # instead of deadlocking against this batch; such a late reference is seen by the re-check
+    # in blobs_remove_doomed, which keeps the blob. Writers that reuse a blob lock it FOR
+    # UPDATE, which still waits for this transaction.
+    locked = list(Blob.objects.select_for_update(no_key=True).filter(pk__in=ids, quarantined=False)
+                  .order_by("pk").values_list("pk", "size"))
+    referenced = _referenced_among([pk for pk, _size in locked])
+    doomed = [(pk, size) for pk, size in locked if pk not in referenced]
+    Blob.objects.filter(pk__in=[pk for pk, _size in doomed], gc_pending=False).update(gc_pending=True)
+    return doomed
+
+
+def blobs_remove_doomed(*, blob_ids) -> tuple[int, int]:
+    """Step 2 for a batch: under the rows' locks, re-check, delete files, then rows. Returns
+    (blobs removed, bytes freed); blobs reused since they were doomed are kept and unmarked."""
+    ids = sorted(set(blob_ids))
+    if not ids:
+        return 0, 0
+    with transaction.atomic():
+        locked = list(Blob.objects.select_for_update().filter(pk__in=ids, gc_pending=True).order_by("pk"))
+        referenced = _referenced_among([blob.pk for blob in locked])
+        if referenced:
+            Blob.objects.filter(pk__in=referenced).update(gc_pending=False)
+        removed = [blob for blob in locked if blob.pk not in referenced]
+        for blob in removed:
+            storage.backend(blob.storage).delete(blob.key)
+            if blob.previous_storage:
+                storage.backend(blob.previous_storage).delete(blob.key)
+        Blob.objects.filter(pk__in=[blob.pk for blob in removed]).delete()
+    return len(removed), sum(blob.size for blob in removed)
+
+
 def _collect_orphan_file(alias: str, key: str, sha256: str, size: int) -> bool:
     with transaction.atomic():
         blob = Blob.objects.select_for_update().filter(sha256=sha256).first()

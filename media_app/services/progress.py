@@ -11,7 +11,7 @@ class Progress:
     def start(self, *, total: int, total_bytes: int) -> None:
         pass
 
-    def advance(self, *, nbytes: int) -> None:
+    def advance(self, *, nbytes: int, items: int = 1) -> None:
         pass
 
     def finish(self) -> None:

@@ -2,14 +2,12 @@
 
 Both are idempotent and safe to run beside the web servers (and beside each other); a run
 that dies part-way is finished by the next one. Backend outages are retried by Celery rather
-than reported as findings.
+than reported as findings. Their schedule is in the database (media_app.retention.schedule).
 """
 import logging
 
 from celery import shared_task
 from django.db import DatabaseError
-
-from mediasite.celery import app
 
 from .. import errors
 from ..conf import media_settings
@@ -46,11 +44,3 @@ def collect_garbage() -> dict:
 def sweep_temp_files() -> int:
     """Temp files of processes that died (a worker killed mid-upload), not those in use."""
     return temp_files_sweep()
-
-
-# Registered at import (autodiscovery imports this module in beat before its scheduler
-# starts); add_periodic_task defers the entries itself if the app is not configured yet.
-app.add_periodic_task(media_settings.SCRUB_INTERVAL_SECONDS, scrub_blobs.s(), name="media_app.storage.scrub")
-app.add_periodic_task(media_settings.GC_INTERVAL_SECONDS, collect_garbage.s(), name="media_app.storage.collect_garbage")
-app.add_periodic_task(media_settings.TEMP_SWEEP_INTERVAL_SECONDS, sweep_temp_files.s(),
-                      name="media_app.storage.sweep_temp_files")

@@ -34,6 +34,8 @@ INSTALLED_APPS = [
     "media_app",
     "media_app.moderation",
     "axes",
+    "media_app.retention",
+    "media_app.federation",
 ]
 
 MIDDLEWARE = [
@@ -137,10 +139,13 @@ SPECTACULAR_SETTINGS = {
 }
 
 
-def _duration_days(value: str) -> int:
+def _duration_days(value: str) -> int | None:
+    """`90d` or `90` -> 90; `off`, `none` or empty -> None (never)."""
     value = value.strip().lower()
+    if value in ("", "off", "none", "never"):
+        return None
     if value.endswith("d"):
-        return int(value[:-1])
+        value = value[:-1]
     return int(value)
 
 
@@ -185,6 +190,18 @@ MEDIASITE = {
     "HOMESERVER_CACHE_SECONDS": env.int("MEDIASITE_HOMESERVER_CACHE_SECONDS", default=60),
     "HOMESERVER_NEGATIVE_CACHE_SECONDS": env.int("MEDIASITE_HOMESERVER_NEGATIVE_CACHE_SECONDS", default=10),
     "HOMESERVER_LOOKUP_RATE_PER_IP": env.str("MEDIASITE_HOMESERVER_LOOKUP_RATE_PER_IP", default="60/minute"),
+    "THUMBNAIL_LIFETIME_DAYS": _duration_days(env.str("MEDIASITE_THUMBNAIL_LIFETIME", default="90d")),
+    "LOCAL_MEDIA_LIFETIME_DAYS": _duration_days(env.str("MEDIASITE_LOCAL_MEDIA_LIFETIME", default="off")),
+    "LOCAL_MEDIA_IDLE_DAYS": _duration_days(env.str("MEDIASITE_LOCAL_MEDIA_IDLE", default="off")),
+    "RETENTION_BATCH_SIZE": env.int("MEDIASITE_RETENTION_BATCH_SIZE", default=500),
+    "OUTBOUND_CONNECT_TIMEOUT_SECONDS": env.float("MEDIASITE_OUTBOUND_CONNECT_TIMEOUT", default=10.0),
+    "OUTBOUND_READ_TIMEOUT_SECONDS": env.float("MEDIASITE_OUTBOUND_READ_TIMEOUT", default=30.0),
+    "REMOTE_FETCH_DEADLINE_SECONDS": env.float("MEDIASITE_REMOTE_FETCH_DEADLINE", default=120.0),
+    "REMOTE_FAILURE_CACHE_SECONDS": env.int("MEDIASITE_REMOTE_FAILURE_CACHE_SECONDS", default=60),
+    "FEDERATION_TLS_CA_FILE": env.str("MEDIASITE_FEDERATION_TLS_CA_FILE", default=""),
+    "REMOTE_DOWNLOAD_BYTES_PER_USER": env.int("MEDIASITE_REMOTE_DOWNLOAD_BYTES_PER_USER", default=1 << 30),
+    "REMOTE_DOWNLOAD_WINDOW_SECONDS": env.int("MEDIASITE_REMOTE_DOWNLOAD_WINDOW_SECONDS", default=3600),
+    "REMOTE_FETCHES_PER_ORIGIN": env.int("MEDIASITE_REMOTE_FETCHES_PER_ORIGIN", default=16),
 }
 
 LOGGING = {

@@ -63,6 +63,31 @@ def test_both_apis_are_described(doc):
             assert response["description"] != "No response body" or status.startswith(("2", "3")), (method, path)
 
 
+def test_admin_media_api_is_described_in_synapses_shapes(doc):
+    admin = "/_synapse/admin/v1"
+    operations = {(m, p): op for p, item in doc["paths"].items() if p.startswith(admin) for m, op in item.items()}
+    assert len(operations) == 9
+    for (method, path), op in operations.items():
+        assert op.get("summary") and op["tags"] == ["Admin API (Synapse-compatible)"], (method, path)
+        assert "FORBIDDEN" in op["responses"]["403"]["content"]["application/json"]["examples"], (method, path)
+
+    def body(method, path, status):
+        schema = operations[(method, admin + path)]["responses"][status]["content"]["application/json"]["schema"]
+        if "$ref" in schema:
+            schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+        return schema
+
+    assert body("post", "/media/quarantine/{server_name}/{media_id}", "200") == {"type": "object", "maxProperties": 0}
+    assert set(body("post", "/media/unquarantine/{server_name}/{media_id}", "202")["properties"]) == {"request_id"}
+    assert set(body("delete", "/media/{server_name}/{media_id}", "202")["properties"]) == {
+        "deleted_media", "total", "request_id", "pending_media"}
+    assert {"200", "202"} <= set(operations[("post", admin + "/media/delete")]["responses"])
+    assert set(body("post", "/user/{user_id}/media/quarantine", "200")["properties"]) == {"num_quarantined"}
+    listing = body("get", "/users/{user_id}/media", "200")
+    assert set(listing["required"]) == {"media", "total"} and "next_token" in listing["properties"]
+    assert "sha256" in doc["components"]["schemas"]["SynapseMediaInfoFields"]["properties"]
+
+
 def test_binary_responses_are_typed_as_bytes(doc):
     for path in ("/_matrix/client/v1/media/download/{server_name}/{media_id}",
                  "/api/v1/media/{server_name}/{media_id}/content"):

@@ -29,6 +29,8 @@ _GENEROUS_LIMITS = """
 trusted_key_servers: []
 report_stats: false
 enable_authenticated_media: true
+max_upload_size: 100M
+suppress_key_server_warning: true
 rc_message: {per_second: 10000, burst_count: 10000}
 rc_login:
   address: {per_second: 10000, burst_count: 10000}
@@ -75,8 +77,9 @@ class Synapse:
                 self.process.wait()
 
     def log(self) -> str:
-        path = self.workdir / "synapse.out"
-        return path.read_text(errors="replace") if path.exists() else ""
+        """Synapse's own log file, then what the process printed."""
+        paths = (self.workdir / "homeserver.log", self.workdir / "synapse.out")
+        return "".join(p.read_text(errors="replace") for p in paths if p.exists())
 
     def request(self, method: str, path: str, body: dict | None = None, token: str | None = None) -> dict:
         headers = {"Content-Type": "application/json"}

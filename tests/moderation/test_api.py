@@ -153,6 +153,21 @@ def test_delete_before_ts(alice_client, mod_client):
     assert mod_client.post(f"{ADMIN}/media/delete", {}, content_type="application/json").status_code == 400
 
 
+@pytest.mark.django_db
+def test_out_of_range_numbers_are_refused_not_a_server_error(alice_client, mod_client):
+    upload(alice_client, b"some media")
+    huge = 10**20
+    for url in (f"{ADMIN}/users/alice/media?limit={huge}", f"{ADMIN}/users/alice/media?from={huge}",
+                f"{ADMIN}/users/alice/media?limit={2**63}"):
+        response = mod_client.get(url)
+        assert response.status_code == 400 and response.json()["code"] == "INVALID_PARAM", url
+    for query in (f"before_ts={huge}", f"before_ts=1&size_gt={huge}"):
+        response = mod_client.post(f"{ADMIN}/media/delete?{query}")
+        assert response.status_code == 400 and response.json()["code"] == "INVALID_PARAM", query
+    assert mod_client.get(f"{ADMIN}/users/alice/media?from={2**63 - 1}&limit={2**63 - 1}").json()["media"] == []
+    assert mod_client.post(f"{ADMIN}/media/delete?before_ts=253402300799999").status_code == 202
+
+
 def mod_client_user(client):
     from media_app.models import AccessToken
     from media_app.services.tokens import hash_token

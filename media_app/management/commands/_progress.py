@@ -14,8 +14,8 @@ def _mib(nbytes: int) -> str:
 
 
 class ProgressBar(Progress):
-    def __init__(self, label: str, stream=None, width: int = 30):
-        self.label, self.stream, self.width = label, stream or sys.stderr, width
+    def __init__(self, label: str, stream=None, width: int = 30, unit: str = "blobs"):
+        self.label, self.stream, self.width, self.unit = label, stream or sys.stderr, width, unit
         self.tty = self.stream.isatty()
         self.total = self.total_bytes = self.done = self.done_bytes = 0
         self._last = 0.0
@@ -24,10 +24,10 @@ class ProgressBar(Progress):
         self.total, self.total_bytes = total, total_bytes
         self._draw(force=True)
 
-    def advance(self, *, nbytes: int) -> None:
-        self.done += 1
+    def advance(self, *, nbytes: int, items: int = 1) -> None:
+        self.done += items
         self.done_bytes += nbytes
-        self._draw(force=self.done == self.total)
+        self._draw(force=self.done >= self.total)
 
     def finish(self) -> None:
         if self.tty:
@@ -41,7 +41,7 @@ class ProgressBar(Progress):
         self._last = now
         fraction = self.done_bytes / self.total_bytes if self.total_bytes else (1.0 if self.done >= self.total else 0.0)
         filled = int(self.width * fraction)
-        line = (f"{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} blobs, "
+        line = (f"{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} {self.unit}, "
                 f"{_mib(self.done_bytes)}/{_mib(self.total_bytes)} MiB ({fraction:.0%})")
         self.stream.write(("\r" + line) if self.tty else line + "\n")
         self.stream.flush()

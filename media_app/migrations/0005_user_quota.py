@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
-        ('media_app', '0003_blob_storage_state'),
+        ('media_app', '0004_flightfailure'),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('media_app', '0003_blob_storage_state'),
+        ('media_app', '0005_user_quota'),
     ]
 
     operations = [

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Remote media figures: cached-remote vs local download requests/s on one server, and the time
+of a first (uncached) fetch vs a direct download from the origin.
+
+Starts two Mediasite servers on loopback (embedded default: SQLite, filesystem broker, embedded
+worker; each its own data dir), A federating with B, and prints one JSON object. Ratios are the
+point: compare them within one run, never absolute figures across runs.
+
+Usage: bench/federation_bench.py [--seconds 5] [--rounds 3] [--size-kb 256] [--first 10] [--connections 8]
+                                 [--redis redis://127.0.0.1:6379/N]
+"""
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def manage(env, *args) -> str:
+    out = subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return out.stdout
+
+
+def start(name: str, port: int, data: Path, peers: dict, workers: int, redis_url: str = "") -> tuple[list, dict, str]:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mediasite.settings.production", "PORT": str(port),
+           "MEDIASITE_SERVER_NAME": name, "MEDIASITE_DATA_DIR": str(data), "REDIS_URL": redis_url,
+           "DATABASE_URL": f"sqlite:///{data / 'db.sqlite3'}", "MEDIASITE_OUTBOUND_ALLOWLIST": "127.0.0.0/8",
+           "MEDIASITE_FEDERATION_SERVER_MAP": json.dumps(peers), "MEDIASITE_WORKERS": str(workers),
+           "MEDIASITE_THUMBNAIL_PREGENERATE": "false", "MEDIASITE_ACCESS_FLUSH_SECONDS": "5",
+           "MEDIASITE_REMOTE_DOWNLOAD_BYTES_PER_USER": str(1 << 40)}
+    env.pop("MEDIASITE_ENCRYPTION_KEYS", None)
+    manage(env, "migrate", "--noinput", "-v", "0")
+    token = manage(env, "create_token", "bench").strip().splitlines()[-1]
+    procs = []
+    if redis_url:  # a Celery worker of its own, as `make worker` runs beside the web nodes
+        celery = [PYTHON, "-m", "celery", "-A", "mediasite"]
+        subprocess.run([*celery, "purge", "-f"], cwd=ROOT, env=env, capture_output=True, check=True)
+        procs.append(subprocess.Popen([*celery, "worker", "-l", "warning", "--pool", "threads", "--concurrency", "4"],
+                                      cwd=ROOT, env=env, stdout=open(data / "worker.log", "wb"), stderr=subprocess.STDOUT))
+    log = open(data / "gunicorn.log", "wb")
+    proc = subprocess.Popen([PYTHON, "-m", "gunicorn", "-c", "mediasite/gunicorn_conf.py", "mediasite.wsgi:application"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            request(port, "GET", "/_matrix/key/v2/server")
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{name} did not start: {(data / 'gunicorn.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+    return [proc, *procs], env, token
+
+
+def request(port, method, path, token=None, body=None, conn=None):
+    own = conn is None
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    conn.request(method, path, body=body, headers=headers)
+    response = conn.getresponse()
+    data = response.read()
+    if own:
+        conn.close()
+    return response.status, data
+
+
+def upload(port, token, data) -> str:
+    status, body = request(port, "POST", "/_matrix/media/v3/upload", token, data)
+    assert status == 200, body
+    return json.loads(body)["content_uri"].removeprefix("mxc://")
+
+
+def rps(port, path, token, seconds, connections) -> float:
+    """Closed-loop keep-alive requests/s over `connections` threads for `seconds`."""
+    stop = time.monotonic() + seconds
+    counts = [0] * connections
+
+    def run(i):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while time.monotonic() < stop:
+            status, _ = request(port, "GET", path, token, conn=conn)
+            assert status == 200, status
+            counts[i] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(connections)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.monotonic() - started)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--size-kb", type=int, default=256)
+    ap.add_argument("--first", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--redis", default="", help="Redis URL for A's broker and single flight (else the embedded default)")
+    a = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="fedbench-"))
+    port_a, port_b = free_port(), free_port()
+    (tmp / "a").mkdir()
+    (tmp / "b").mkdir()
+    b, _, token_b = start("b.bench", port_b, tmp / "b", {"a.bench": f"http://127.0.0.1:{port_a}"}, workers=2)
+    a_proc, _, token_a = start("a.bench", port_a, tmp / "a", {"b.bench": f"http://127.0.0.1:{port_b}"}, workers=3, redis_url=a.redis)
+    try:
+        size = a.size_kb << 10
+        # First fetch vs a direct download of a same-sized file from the origin.
+        first, direct, stores = [], [], []
+        for _ in range(a.first):
+            # The floor of a first fetch: storing the same number of bytes on A (fsync'd file and row).
+            t = time.perf_counter()
+            upload(port_a, token_a, os.urandom(size))
+            stores.append(time.perf_counter() - t)
+            remote_mxc = upload(port_b, token_b, os.urandom(size))
+            other = upload(port_b, token_b, os.urandom(size))
+            t = time.perf_counter()
+            status, _ = request(port_b, "GET", f"/_matrix/client/v1/media/download/{other}", token_b)
+            direct.append(time.perf_counter() - t)
+            assert status == 200
+            t = time.perf_counter()
+            status, body = request(port_a, "GET", f"/_matrix/client/v1/media/download/{remote_mxc}", token_a)
+            first.append(time.perf_counter() - t)
+            assert status == 200 and len(body) == size, (status, body[:200])
+        # Cached remote vs local on A, alternating rounds.
+        local_mxc = upload(port_a, token_a, os.urandom(size))
+        local_path = f"/_matrix/client/v1/media/download/{local_mxc}"
+        remote_path = f"/_matrix/client/v1/media/download/{remote_mxc}"
+        request(port_a, "GET", remote_path, token_a)
+        local_rps, remote_rps = [], []
+        for i in range(a.rounds):
+            # Alternate which goes first, so neither always follows the other's warm-up.
+            order = [(local_rps, local_path), (remote_rps, remote_path)]
+            for figures, path in order if i % 2 == 0 else order[::-1]:
+                figures.append(rps(port_a, path, token_a, a.seconds, a.connections))
+        result = {
+            "size_kb": a.size_kb,
+            "local_download_rps": round(statistics.median(local_rps), 1),
+            "cached_remote_download_rps": round(statistics.median(remote_rps), 1),
+            "cached_remote_over_local": round(statistics.median(remote_rps) / statistics.median(local_rps), 3),
+            "first_fetch_ms_median": round(statistics.median(first) * 1000, 1),
+            "direct_origin_download_ms_median": round(statistics.median(direct) * 1000, 1),
+            "first_fetch_over_direct": round(statistics.median(first) / statistics.median(direct), 2),
+            "local_upload_same_size_ms_median": round(statistics.median(stores) * 1000, 1),
+        }
+        print(json.dumps(result))
+    finally:
+        for proc in [*a_proc, *b]:
+            proc.terminate()
+            proc.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""The outbound HTTP client for everything this server asks of others (media, keys,
+.well-known): urllib3 with connections that check the address they actually reach.
+
+Why not a plain urllib3/requests call: a hostname is resolved inside the connect, so a check
+made beforehand on a resolved address leaves a DNS-rebinding window. Here the connection
+resolves, drops forbidden addresses, connects, and checks the peer of the connected socket; each
+redirect hop is a new connection through the same code. Redirects are followed by hand (at most
+MAX_REDIRECTS, http and https only), bodies are never inflated (`Accept-Encoding: identity`,
+a response that is encoded anyway is refused), and every read is bounded by the read timeout
+and the caller's total deadline.
+"""
+import socket
+import time
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NameResolutionError, NewConnectionError
+
+from ..conf import media_settings
+from . import addresses
+
+MAX_REDIRECTS = 5
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+
+class OutboundError(Exception):
+    """The remote could not be reached or answered unusably (a 502 for our clients)."""
+
+
+class OutboundTimeout(OutboundError):
+    """The remote did not answer in time (a 504 for our clients)."""
+
+
+class OutboundBlocked(OutboundError):
+    """The connection would reach an address the SSRF guard refuses."""
+
+
+class Deadline:
+    def __init__(self, seconds: float):
+        self.at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def check(self) -> None:
+        if self.remaining() <= 0:
+            raise OutboundTimeout("Total deadline passed")
+
+
+class _Guarded:
+    """Mixed into urllib3's connections: resolve, filter, connect, verify the peer."""
+
+    def _new_conn(self) -> socket.socket:
+        try:
+            infos = socket.getaddrinfo(self._dns_host, self.port, 0, socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc
+        refused, error = None, None
+        for family, type_, proto, _name, sockaddr in infos:
+            if not addresses.is_allowed(sockaddr[0]):
+                refused = sockaddr[0]
+                continue
+            sock = socket.socket(family, type_, proto)
+            try:
+                sock.settimeout(self.timeout if isinstance(self.timeout, (int, float)) else None)
+                sock.connect(sockaddr)
+                addresses.check(sock.getpeername()[0])
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return sock
+            except addresses.AddressBlocked:
+                sock.close()
+                raise
+            except TimeoutError as exc:
+                sock.close()
+                raise ConnectTimeoutError(self, f"Connection to {self.host} timed out") from exc
+            except OSError as exc:
+                sock.close()
+                error = exc
+        if error is None and refused is not None:
+            raise addresses.AddressBlocked(refused)
+        raise NewConnectionError(self, f"Failed to establish a new connection: {error}")
+
+
+class _GuardedHTTPConnection(_Guarded, HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_Guarded, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to connect, and what to call the server once connected.
+
+    Matrix discovery may send a request for `example.org` to an SRV target: the connection
+    goes to `host:port`, while `Host` and the certificate name stay the server's name."""
+
+    scheme: str
+    host: str
+    port: int
+    host_header: str
+    tls_name: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> "Target":
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise OutboundError("Only http and https URLs are followed")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise OutboundError("Invalid port in URL") from None
+        return cls(parts.scheme, parts.hostname, port, parts.netloc.rsplit("@", 1)[-1], parts.hostname)
+
+    def url(self, path: str) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{path}"
+
+
+class Response:
+    """A streamed response: `read(n)` never waits past the read timeout or the deadline."""
+
+    def __init__(self, raw: urllib3.HTTPResponse, pool, deadline: Deadline, url: str):
+        self.raw, self._pool, self.deadline, self.url = raw, pool, deadline, url
+        self.status = raw.status
+        self.headers = raw.headers
+
+    def header(self, name: str) -> str | None:
+        return self.raw.headers.get(name)
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.header("Content-Length")
+        if value is None or not value.strip().isdigit():
+            return None
+        return int(value)
+
+    def read(self, amount: int) -> bytes:
+        self.deadline.check()
+        try:
+            return self.raw.read1(amount)
+        except (TimeoutError, urllib3.exceptions.ReadTimeoutError) as exc:
+            raise OutboundTimeout("Read timed out") from exc
+        except (OSError, HTTPError) as exc:
+            raise OutboundError(f"Read failed: {exc.__class__.__name__}") from exc
+
+    def read_all(self, limit: int) -> bytes:
+        """The whole (small) body, refused past `limit` bytes."""
+        chunks, size = [], 0
+        while chunk := self.read(65536):
+            size += len(chunk)
+            if size > limit:
+                raise OutboundError("Response body too large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        self.raw.release_conn()
+        self.raw.close()
+        self._pool.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _pool_for(target: Target, read_timeout: float):
+    timeout = urllib3.Timeout(connect=media_settings.OUTBOUND_CONNECT_TIMEOUT_SECONDS, read=read_timeout)
+    if target.scheme == "https":
+        ca = media_settings.FEDERATION_TLS_CA_FILE or None
+        return _HTTPSPool(
+            target.host, target.port, timeout=timeout, retries=False, maxsize=1,
+            server_hostname=target.tls_name, assert_hostname=target.tls_name,
+            cert_reqs="CERT_REQUIRED", ca_certs=ca,
+        )
+    return _HTTPPool(target.host, target.port, timeout=timeout, retries=False, maxsize=1)
+
+
+def request(method: str, target: Target, path: str, *, headers: dict | None = None,
+            deadline: Deadline, follow_redirects: bool = False) -> Response:
+    """Send one request (and follow redirects if asked); the caller closes the response."""
+    hops = 0
+    while True:
+        deadline.check()
+        read_timeout = max(0.1, min(media_settings.OUTBOUND_READ_TIMEOUT_SECONDS, deadline.remaining()))
+        pool = _pool_for(target, read_timeout)
+        sent = {"Host": target.host_header, "Accept-Encoding": "identity", "User-Agent": "Mediasite",
+                **(headers or {})}
+        try:
+            raw = pool.urlopen(method, path, headers=sent, redirect=False, retries=False,
+                               preload_content=False, decode_content=False, assert_same_host=False)
+        except addresses.AddressBlocked as exc:
+            pool.close()
+            raise OutboundBlocked(f"Refused to connect to a non-public address ({exc})") from None
+        except NewConnectionError as exc:  # a ConnectTimeoutError subclass in urllib3, but not a timeout
+            pool.close()
+            raise OutboundError(f"Could not connect to {target.host_header}") from exc
+        except (ConnectTimeoutError, urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
+            pool.close()
+            raise OutboundTimeout(f"Timed out talking to {target.host_header}") from exc
+        except (OSError, HTTPError) as exc:
+            pool.close()
+            raise OutboundError(f"Could not reach {target.host_header}: {exc.__class__.__name__}") from exc
+        response = Response(raw, pool, deadline, target.url(path))
+        encoding = (response.header("Content-Encoding") or "identity").strip().lower()
+        if encoding != "identity":
+            response.close()
+            raise OutboundError("The remote sent an encoded body although identity was asked for")
+        location = response.header("Location")
+        if not (follow_redirects and response.status in REDIRECT_STATUSES and location):
+            return response
+        response.close()
+        hops += 1
+        if hops > MAX_REDIRECTS:
+            raise OutboundError("Too many redirects")
+        next_url = urljoin(response.url, location)
+        target = Target.from_url(next_url)
+        parts = urlsplit(next_url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # Credentials meant for the first server never travel to wherever it points.
+        headers = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
+
+
+def get_url(url: str, *, deadline: Deadline, headers: dict | None = None, follow_redirects: bool = True) -> Response:
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return request("GET", Target.from_url(url), path, headers=headers, deadline=deadline,
+                   follow_redirects=follow_redirects)

@@ -1,0 +1,178 @@
+"""A small HTTP origin for the federation tests: it speaks the legacy media download endpoint
+(and answers M_UNRECOGNIZED on the federation one, like a server predating it), and can be
+told to behave badly per media ID. It counts connections and requests per media ID."""
+import collections
+import gzip
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Origin:
+    def __init__(self, host: str = "127.0.0.1"):
+        self.behaviours: dict[str, tuple] = {}
+        self.hits: collections.Counter = collections.Counter()
+        self.connections = 0
+        self.authorizations: list = []
+        self.thumbnail_queries: list = []
+        self._lock = threading.Lock()
+        origin = self
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 256
+
+            def get_request(self):
+                request = super().get_request()
+                with origin._lock:
+                    origin.connections += 1
+                return request
+
+        class Handler(_Handler):
+            pass
+
+        Handler.origin = origin
+        self.server = Server((host, 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://{host}:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def on(self, media_id: str, behaviour: str, *args) -> str:
+        self.behaviours[media_id] = (behaviour, *args)
+        return media_id
+
+    def count(self, media_id: str) -> int:
+        return self.hits[media_id]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    origin: Origin
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _json(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _federation(self, behaviour, *args):
+        """A multipart/mixed federation answer: the bytes inline, or a Location to follow."""
+        boundary = "6d656469617369746574657374"
+        if behaviour == "federation_bytes":
+            second = b"Content-Type: image/png\r\n\r\n" + args[0]
+        else:  # federation_location
+            second = f"Location: {args[0]}\r\n\r\n".encode()
+        body = (f"--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--{boundary}\r\n".encode()
+                + second + f"\r\n--{boundary}--\r\n".encode())
+        self.send_response(200)
+        self.send_header("Content-Type", f"multipart/mixed; boundary={boundary}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):  # noqa: C901 - one branch per behaviour
+        path = self.path.split("?", 1)[0]
+        if path.startswith("/_matrix/federation/"):
+            media_id = path.rsplit("/", 1)[-1]
+            behaviour, *args = self.origin.behaviours.get(media_id, ("missing",))
+            if not behaviour.startswith("federation_") or "/download/" not in path:
+                self._json(404, {"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"})
+                return
+            with self.origin._lock:
+                self.origin.hits[media_id] += 1
+                self.origin.authorizations.append(self.headers.get("Authorization"))
+            self._federation(behaviour, *args)
+            return
+        media_id = path.rstrip("/").rsplit("/", 1)[-1]
+        if path.startswith("/redirect/"):
+            media_id = path.split("/")[2]
+        with self.origin._lock:
+            self.origin.hits[media_id] += 1
+        behaviour, *args = self.origin.behaviours.get(media_id, ("missing",))
+        if behaviour == "missing":
+            self._json(404, {"errcode": "M_NOT_FOUND", "error": "Not found"})
+        elif behaviour == "bytes":  # args: body, content type, delay seconds
+            body = args[0]
+            content_type = args[1] if len(args) > 1 else None
+            delay = args[2] if len(args) > 2 else 0
+            time.sleep(delay or 0)
+            self.send_response(200)
+            self.send_header("Content-Type", content_type or "application/octet-stream")
+            self.send_header("Content-Disposition", "inline; filename*=utf-8''pic%07ture.png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif behaviour == "oversized":  # args: declared size of the original, thumbnail bytes
+            if "/thumbnail/" in path:
+                self.origin.thumbnail_queries.append(self.path.split("?", 1)[-1])
+                body, content_type = args[1], "image/png"
+            else:
+                body, content_type = None, "application/octet-stream"
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body) if body is not None else args[0]))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if body is not None:
+                self.wfile.write(body)
+            self.close_connection = True
+        elif behaviour == "endless":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            try:
+                while True:
+                    self.wfile.write(b"\0" * 65536)
+            except OSError:
+                pass
+            self.close_connection = True
+        elif behaviour == "lying_length":  # args: declared length, bytes actually sent
+            declared, sent = args
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(declared))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"x" * sent)
+            self.close_connection = True
+        elif behaviour == "drip":  # one byte every args[0] seconds, for ever
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            try:
+                for _ in range(10_000):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(args[0])
+            except OSError:
+                pass
+            self.close_connection = True
+        elif behaviour == "redirect":  # args: Location
+            self.send_response(302)
+            self.send_header("Location", args[0])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif behaviour == "gzip_bomb":
+            body = gzip.compress(b"\0" * (64 << 20))
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif behaviour == "error":
+            self._json(args[0] if args else 500, {"errcode": "M_UNKNOWN", "error": "broken"})
+        else:
+            raise AssertionError(behaviour)

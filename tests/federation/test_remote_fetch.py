@@ -1,0 +1,287 @@
+"""Fetching remote media in this process (Celery eager) from a real HTTP origin on loopback:
+the legacy fallback, caching, block list, SSRF, limits and hostile origins."""
+import io
+import secrets
+import time
+
+import pytest
+from django.conf import settings as django_settings
+from django.test import override_settings
+
+from media_app.federation import blocklist
+from PIL import Image
+
+from media_app.models import Media, MediaEvent, Thumbnail
+from tests.conftest import body_of, png_bytes
+from tests.federation.origin import Origin
+
+
+@pytest.fixture(scope="module")
+def origin():
+    server = Origin("127.0.0.2")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def trap():
+    """A server where no request may ever arrive (redirect targets on forbidden addresses)."""
+    server = Origin("127.0.0.1")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def remote(origin, transactional_db):
+    conf = {**django_settings.MEDIASITE,
+            "FEDERATION_SERVER_MAP": {"origin.test": origin.url, "blocked.test": origin.url},
+            "OUTBOUND_ALLOWLIST": ["127.0.0.2/32"], "BLOCKED_SERVERS": ["blocked.test"],
+            "MAX_UPLOAD_SIZE_BYTES": 1 << 20, "REMOTE_FETCH_DEADLINE_SECONDS": 5.0,
+            "OUTBOUND_READ_TIMEOUT_SECONDS": 2.0}
+    with override_settings(MEDIASITE=conf):
+        blocklist.clear_cache()
+        yield origin
+    blocklist.clear_cache()
+
+
+def new_id() -> str:
+    return "t" + secrets.token_hex(8)
+
+
+def get(client, server, media_id, **params):
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return client.get(f"/_matrix/client/v1/media/download/{server}/{media_id}" + (f"?{query}" if query else ""))
+
+
+def test_remote_media_is_fetched_once_through_the_legacy_fallback_and_then_served_from_cache(remote, alice_client):
+    data = png_bytes(20, 10)
+    media_id = remote.on(new_id(), "bytes", data, "image/png")
+    response = get(alice_client, "origin.test", media_id)
+    assert response.status_code == 200, response.content
+    assert body_of(response) == data
+    assert response["Content-Type"] == "image/png"
+    media = Media.objects.get(server_name="origin.test", media_id=media_id)
+    assert media.origin == "remote" and media.status == "stored" and media.media_length == len(data)
+    assert media.upload_name == "picture.png"  # control character removed, as for uploads
+    assert MediaEvent.objects.filter(event_type="media.remote_cached", media_id=media_id).count() == 1
+    assert MediaEvent.objects.get(event_type="media.remote_cached").payload == {
+        "media_id": media_id, "origin_server": "origin.test"}
+    assert remote.count(media_id) == 1
+    for _ in range(3):
+        assert body_of(get(alice_client, "origin.test", media_id)) == data
+    assert remote.count(media_id) == 1  # from the cache
+
+
+def test_thumbnail_of_remote_media_is_rendered_locally(remote, alice_client):
+    media_id = remote.on(new_id(), "bytes", png_bytes(200, 100), "image/png")
+    response = alice_client.get(f"/_matrix/client/v1/media/thumbnail/origin.test/{media_id}?width=32&height=32&method=crop")
+    assert response.status_code == 200, response.content
+    with Image.open(io.BytesIO(body_of(response))) as image:
+        assert image.size == (32, 32)
+    assert Thumbnail.objects.filter(source__media__media_id=media_id).count() == 1
+    assert remote.count(media_id) == 1
+
+
+def test_remote_bytes_identical_to_local_content_are_deduplicated(remote, alice_client):
+    from tests.conftest import upload
+
+    data = png_bytes(7, 7)
+    upload(alice_client, data)
+    media_id = remote.on(new_id(), "bytes", data, "image/png")
+    assert get(alice_client, "origin.test", media_id).status_code == 200
+    blobs = {m.blob_id for m in Media.objects.all()}
+    assert len(blobs) == 1
+
+
+def test_quarantined_content_stays_quarantined_when_fetched_from_elsewhere(remote, alice_client):
+    from media_app.models import Blob
+    from tests.conftest import upload
+
+    data = png_bytes(9, 9)
+    upload(alice_client, data)
+    Blob.objects.update(quarantined=True)
+    media_id = remote.on(new_id(), "bytes", data, "image/png")
+    response = get(alice_client, "origin.test", media_id)
+    assert response.status_code == 404 and response.json()["code"] == "MEDIA_QUARANTINED"
+    assert Blob.objects.count() == 1
+
+
+def test_blocked_server_is_refused_without_any_connection(remote, alice_client):
+    before = remote.connections
+    response = get(alice_client, "blocked.test", new_id())
+    assert response.status_code == 403
+    assert response.json()["code"] == "MEDIA_SERVER_BLOCKED"
+    assert response.json()["errcode"] == "M_FORBIDDEN"
+    assert remote.connections == before
+
+
+def test_blocked_server_from_moderation_rows_is_refused_without_any_connection(remote, alice_client):
+    from media_app.moderation.models import BlockedServer
+
+    BlockedServer.objects.create(server_name="origin.test", active=True)
+    blocklist.clear_cache()
+    before = remote.connections
+    response = get(alice_client, "origin.test", remote.on(new_id(), "bytes", b"x"))
+    assert response.status_code == 403 and response.json()["code"] == "MEDIA_SERVER_BLOCKED"
+    assert remote.connections == before
+
+
+def test_missing_remote_media_is_404_and_the_failure_is_cached(remote, alice_client):
+    media_id = new_id()
+    assert get(alice_client, "origin.test", media_id).status_code == 404
+    assert get(alice_client, "origin.test", media_id).status_code == 404
+    assert remote.count(media_id) == 1
+
+
+def test_origin_5xx_is_502_and_not_retried_while_cached(remote, alice_client):
+    media_id = remote.on(new_id(), "error", 500)
+    first = get(alice_client, "origin.test", media_id)
+    assert first.status_code == 502 and first.json()["code"] == "REMOTE_FETCH_FAILED"
+    assert get(alice_client, "origin.test", media_id).status_code == 502
+    assert remote.count(media_id) == 1
+
+
+def test_endless_body_is_cut_at_the_size_limit(remote, alice_client):
+    response = get(alice_client, "origin.test", remote.on(new_id(), "endless"))
+    assert response.status_code == 413 and response.json()["errcode"] == "M_TOO_LARGE"
+
+
+def test_declared_length_over_the_limit_is_refused_unread(remote, alice_client):
+    response = get(alice_client, "origin.test", remote.on(new_id(), "lying_length", 50 << 20, 10))
+    assert response.status_code == 413
+
+
+def test_body_shorter_than_its_content_length_is_a_502(remote, alice_client):
+    response = get(alice_client, "origin.test", remote.on(new_id(), "lying_length", 1000, 10))
+    assert response.status_code == 502
+    assert not Media.objects.filter(server_name="origin.test").exists()
+
+
+def test_slow_drip_is_stopped_by_the_total_deadline(remote, alice_client):
+    started = time.monotonic()
+    response = get(alice_client, "origin.test", remote.on(new_id(), "drip", 0.2))
+    assert response.status_code == 504, response.content
+    assert response.json()["code"] == "REMOTE_TIMEOUT"
+    assert time.monotonic() - started < 60  # bounded by the deadline, not by the drip
+
+
+def test_redirect_loop_is_stopped_after_five_redirects(remote, alice_client):
+    media_id = new_id()
+    remote.on(media_id, "redirect", f"{remote.url}/redirect/{media_id}/again")
+    response = get(alice_client, "origin.test", media_id)
+    assert response.status_code == 502
+    assert remote.count(media_id) == 6  # the first answer and five redirects followed
+
+
+@pytest.mark.parametrize("target", ["http://127.0.0.1:{port}/x", "http://169.254.169.254/latest/meta-data/",
+                                    "http://[::ffff:127.0.0.1]:{port}/x", "file:///etc/passwd",
+                                    "http://localhost:{port}/x"])
+def test_redirects_to_forbidden_addresses_are_not_followed(remote, alice_client, trap, target):
+    before = trap.connections
+    response = get(alice_client, "origin.test", remote.on(new_id(), "redirect", target.format(port=trap.port)))
+    assert response.status_code == 502, response.content
+    assert trap.connections == before
+    # The answer names no address or host: it must not tell a client what a name resolves to.
+    assert response.json() == {"errcode": "M_UNKNOWN", "code": "REMOTE_FETCH_FAILED",
+                               "error": "Could not fetch media from the remote server"}
+
+
+def test_direct_connection_to_a_forbidden_address_is_refused(remote, alice_client, trap):
+    conf = {**django_settings.MEDIASITE, "FEDERATION_SERVER_MAP": {"trap.test": trap.url},
+            "OUTBOUND_ALLOWLIST": ["127.0.0.2/32"]}
+    before = trap.connections
+    with override_settings(MEDIASITE=conf):
+        response = get(alice_client, "trap.test", new_id())
+    assert response.status_code == 502
+    assert trap.connections == before
+
+
+def test_gzip_bomb_is_never_inflated(remote, alice_client):
+    response = get(alice_client, "origin.test", remote.on(new_id(), "gzip_bomb"))
+    assert response.status_code == 502
+    assert not Media.objects.filter(server_name="origin.test").exists()
+
+
+def test_html_claiming_to_be_png_is_stored_and_served_as_what_it_is(remote, alice_client):
+    media_id = remote.on(new_id(), "bytes", b"<html><script>alert(1)</script></html>", "image/png")
+    response = get(alice_client, "origin.test", media_id)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/html"
+    assert response["Content-Disposition"].startswith("attachment")
+
+
+def test_allow_remote_false_does_not_fetch(remote, alice_client):
+    media_id = remote.on(new_id(), "bytes", b"data")
+    assert get(alice_client, "origin.test", media_id, allow_remote="false").status_code == 404
+    assert remote.count(media_id) == 0
+
+
+def test_federation_answer_with_bytes_inline_is_signed_and_parsed(remote, alice_client):
+    data = png_bytes(11, 11)
+    media_id = remote.on(new_id(), "federation_bytes", data)
+    response = get(alice_client, "origin.test", media_id)
+    assert response.status_code == 200, response.content
+    assert body_of(response) == data
+    assert remote.authorizations[-1].startswith('X-Matrix origin="test.local",destination="origin.test",key="ed25519:')
+
+
+def test_federation_answer_with_location_is_followed(remote, alice_client):
+    data = png_bytes(12, 12)
+    plain = remote.on(new_id(), "bytes", data, "image/png")
+    media_id = remote.on(new_id(), "federation_location", f"{remote.url}/files/{plain}")
+    response = get(alice_client, "origin.test", media_id)
+    assert response.status_code == 200, response.content
+    assert body_of(response) == data
+    assert remote.count(plain) == 1
+
+
+def test_remote_bytes_per_user_are_rate_limited_with_retry_after(remote, alice_client, settings):
+    from media_app.federation import ratelimit
+
+    settings.MEDIASITE = {**settings.MEDIASITE, "REMOTE_DOWNLOAD_BYTES_PER_USER": 1000,
+                          "REMOTE_DOWNLOAD_WINDOW_SECONDS": 600}
+    ratelimit.limiter().storage.reset()
+    first = remote.on(new_id(), "bytes", b"a" * 1500)
+    assert get(alice_client, "origin.test", first).status_code == 200
+    second = remote.on(new_id(), "bytes", b"b" * 10)
+    response = get(alice_client, "origin.test", second)
+    assert response.status_code == 429
+    assert response.json()["errcode"] == "M_LIMIT_EXCEEDED"
+    assert 1 <= int(response["Retry-After"]) <= 600
+    assert remote.count(second) == 0
+    assert get(alice_client, "origin.test", first).status_code == 200  # cached media is not limited
+    ratelimit.limiter().storage.reset()
+
+
+def test_concurrent_fetches_per_origin_are_limited(remote, alice_client, settings):
+    from media_app.federation import ratelimit
+
+    settings.MEDIASITE = {**settings.MEDIASITE, "REMOTE_FETCHES_PER_ORIGIN": 1}
+    held = ratelimit.acquire_origin_slot("origin.test", hold_seconds=30)  # a fetch in progress
+    try:
+        media_id = remote.on(new_id(), "bytes", b"c")
+        response = get(alice_client, "origin.test", media_id)
+        assert response.status_code == 429 and response["Retry-After"]
+        assert remote.count(media_id) == 0
+    finally:
+        ratelimit.release_origin_slot("origin.test", held)
+    assert get(alice_client, "origin.test", media_id).status_code == 200
+
+
+def test_thumbnail_of_media_too_large_to_cache_comes_from_the_origin(remote, alice_client):
+    thumb = png_bytes(32, 24, color=(0, 0, 255))
+    media_id = remote.on(new_id(), "oversized", 50 << 20, thumb)
+    assert get(alice_client, "origin.test", media_id).status_code == 413  # never cached
+    response = alice_client.get(f"/_matrix/client/v1/media/thumbnail/origin.test/{media_id}?width=32&height=32&method=scale")
+    assert response.status_code == 200, response.content
+    assert body_of(response) == thumb
+    assert response["Content-Type"] == "image/png"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert "width=32" in remote.thumbnail_queries[-1] and "allow_remote=false" in remote.thumbnail_queries[-1]
+    assert not Media.objects.filter(media_id=media_id).exists()
+
+
+def test_origin_thumbnail_that_is_not_an_image_is_refused(remote, alice_client):
+    media_id = remote.on(new_id(), "oversized", 50 << 20, b"<html>not an image</html>")
+    response = alice_client.get(f"/_matrix/client/v1/media/thumbnail/origin.test/{media_id}?width=32&height=32")
+    assert response.status_code == 502

@@ -1,0 +1,160 @@
+"""Two live Mediasite instances federating over loopback: signed fetches, refusals, thumbnails,
+single flight across processes, rate limits."""
+import io
+import json
+import secrets
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from signedjson.key import generate_signing_key, read_signing_keys
+from signedjson.sign import sign_json
+
+from media_app.federation import multipart
+from media_app.models import Media, MediaEvent
+from tests.conftest import png_bytes
+
+pytestmark = pytest.mark.server
+
+
+def http(method, url, *, body=None, headers=None, timeout=60):
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def upload_to(instance, data: bytes, token: str) -> str:
+    status, _, body = http("POST", instance.url + "/_matrix/media/v3/upload?filename=red.png", body=data,
+                           headers={"Authorization": f"Bearer {token}", "Content-Type": "image/png"})
+    assert status == 200, body
+    return json.loads(body)["content_uri"].removeprefix("mxc://")
+
+
+def x_matrix(key, *, origin: str, destination: str, uri: str, method: str = "GET") -> str:
+    signed = sign_json({"method": method, "uri": uri, "origin": origin, "destination": destination},
+                       origin, key)
+    sig = signed["signatures"][origin][f"ed25519:{key.version}"]
+    return f'X-Matrix origin="{origin}",destination="{destination}",key="ed25519:{key.version}",sig="{sig}"'
+
+
+def a_signing_key(a):
+    with open(Path(a.data_dir) / "signing.key") as fh:
+        return read_signing_keys(fh)[0]
+
+
+def test_a_fetches_b_media_over_signed_federation_and_caches_it(pair, make_user, make_token):
+    a, b = pair
+    data = png_bytes(64, 48, color=(10, 200, 30))
+    mxc = upload_to(b, data, b.token)
+    assert mxc.startswith("b.test/")
+    token = make_token(make_user("alice"))
+    status, headers, body = http("GET", f"{a.url}/_matrix/client/v1/media/download/{mxc}",
+                                 headers={"Authorization": f"Bearer {token}"})
+    assert status == 200, (body, a.log()[-3000:])
+    assert body == data
+    assert headers["Content-Type"] == "image/png"
+    media = Media.objects.get(server_name="b.test", media_id=mxc.split("/")[1])
+    assert media.origin == "remote" and media.upload_name == "red.png"
+    assert MediaEvent.objects.filter(event_type="media.remote_cached", media_id=media.media_id).count() == 1
+    # B saw a signed federation request from A (its access log names the path).
+    assert f"/_matrix/federation/v1/media/download/{media.media_id}" in b.log()
+
+    status, headers, body = http("GET", f"{a.url}/_matrix/client/v1/media/thumbnail/{mxc}?width=32&height=32&method=crop",
+                                 headers={"Authorization": f"Bearer {token}"})
+    assert status == 200, body
+    with Image.open(io.BytesIO(body)) as image:
+        assert image.size == (32, 32)
+
+
+def test_b_serves_its_media_to_a_correctly_signed_request(pair):
+    a, b = pair
+    data = png_bytes(5, 5)
+    media_id = upload_to(b, data, b.token).split("/")[1]
+    uri = f"/_matrix/federation/v1/media/download/{media_id}"
+    auth = x_matrix(a_signing_key(a), origin="a.test", destination="b.test", uri=uri)
+    status, headers, body = http("GET", b.url + uri, headers={"Authorization": auth})
+    assert status == 200, body
+    metadata, part = multipart.read_media_response(io.BytesIO(body), headers["Content-Type"])
+    assert metadata == {}
+    assert part.headers["content-type"] == "image/png"
+    assert part.stream.read(1 << 20) == data
+
+    thumb_uri = f"/_matrix/federation/v1/media/thumbnail/{media_id}?width=32&height=32&method=scale"
+    auth = x_matrix(a_signing_key(a), origin="a.test", destination="b.test", uri=thumb_uri)
+    status, headers, body = http("GET", b.url + thumb_uri, headers={"Authorization": auth})
+    assert status == 200, body
+    _metadata, part = multipart.read_media_response(io.BytesIO(body), headers["Content-Type"])
+    assert part.headers["content-type"].startswith("image/")
+
+
+@pytest.mark.parametrize("case", ["unsigned", "wrong_key", "other_destination", "tampered_uri", "not_x_matrix"])
+def test_b_refuses_unsigned_and_wrongly_signed_requests(pair, case):
+    a, b = pair
+    media_id = upload_to(b, png_bytes(4, 4), b.token).split("/")[1]
+    uri = f"/_matrix/federation/v1/media/download/{media_id}"
+    key = a_signing_key(a)
+    headers = {
+        "unsigned": {},
+        # A key that a.test does not publish, under the ID it does publish.
+        "wrong_key": {"Authorization": x_matrix(generate_signing_key(key.version), origin="a.test",
+                                                destination="b.test", uri=uri)},
+        "other_destination": {"Authorization": x_matrix(key, origin="a.test", destination="c.test", uri=uri)},
+        "tampered_uri": {"Authorization": x_matrix(key, origin="a.test", destination="b.test", uri=uri + "x")},
+        "not_x_matrix": {"Authorization": "Bearer abc"},
+    }[case]
+    status, _, body = http("GET", b.url + uri, headers=headers)
+    assert status == 401, body
+    assert json.loads(body)["errcode"] == "M_UNAUTHORIZED"
+
+
+def test_b_refuses_a_blocked_requester_before_fetching_its_keys(pair):
+    a, b = pair
+    media_id = upload_to(b, png_bytes(3, 3), b.token).split("/")[1]
+    uri = f"/_matrix/federation/v1/media/download/{media_id}"
+    auth = x_matrix(a_signing_key(a), origin="evil.test", destination="b.test", uri=uri)
+    status, _, body = http("GET", b.url + uri, headers={"Authorization": auth})
+    assert status == 403, body
+    assert json.loads(body)["code"] == "MEDIA_SERVER_BLOCKED"
+
+
+def test_b_serves_only_its_own_media_over_federation(pair):
+    a, b = pair
+    uri = f"/_matrix/federation/v1/media/download/{secrets.token_hex(8)}"
+    auth = x_matrix(a_signing_key(a), origin="a.test", destination="b.test", uri=uri)
+    status, _, body = http("GET", b.url + uri, headers={"Authorization": auth})
+    assert status == 404 and json.loads(body)["errcode"] == "M_NOT_FOUND"
+
+
+def test_a_publishes_its_key_and_b_fetched_it(pair):
+    a, _b = pair
+    status, _, body = http("GET", a.url + "/_matrix/key/v2/server")
+    assert status == 200
+    assert json.loads(body)["server_name"] == "a.test"
+
+
+def test_hundred_concurrent_requests_over_two_web_processes_make_one_origin_request(pair, fed_origin, make_user,
+                                                                                     make_token):
+    a, _b = pair
+    data = png_bytes(30, 30, color=(1, 2, 3))
+    # The origin answers after a second, so every request arrives while the fetch is in flight.
+    media_id = fed_origin.on("c" + secrets.token_hex(8), "bytes", data, "image/png", 1.0)
+    token = make_token(make_user("carol"))
+    url = f"{a.url}/_matrix/client/v1/media/download/origin.test/{media_id}"
+
+    def one(_):
+        return http("GET", url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+
+    with ThreadPoolExecutor(100) as pool:
+        results = list(pool.map(one, range(100)))
+    statuses = [status for status, _, _ in results]
+    assert statuses == [200] * 100, (statuses, a.log()[-3000:])
+    assert all(body == data for _, _, body in results)
+    assert fed_origin.count(media_id) == 1
+    pids = {line.rsplit("pid=", 1)[1] for line in a.log().splitlines() if media_id in line and "pid=" in line}
+    assert len(pids) >= 2, "the requests were all served by one web process"
