@@ -45,6 +45,7 @@ def test_the_moderators_group_has_exactly_these_permissions():
         "media_app.view_blob", "media_app.view_media", "media_app.view_mediaevent",
         "moderation.moderate", "moderation.view_blockedserver", "moderation.view_moderationrequest",
         "moderation.view_quarantinedcontent",
+        "retention.view_purge",
     ]
 
 

@@ -43,7 +43,13 @@ def test_preview_with_a_date_and_run_from_the_admin(client, make_user, lifetimes
 
     page = client.get(URL, {"remote_before": when})
     assert _rows(page.content.decode())[Kind.LABELS[Kind.REMOTE_MEDIA]][0] == 1
+    assert client.post(URL, {"remote_before": when}).status_code == 403  # a moderator previews only
+    assert Media.objects.filter(pk=media.pk).exists()
 
+    root = make_user("root")
+    root.is_staff = root.is_superuser = True
+    root.save()
+    client.force_login(root)
     response = client.post(URL, {"remote_before": when})
     assert response.status_code == 302
     assert not Media.objects.filter(pk=media.pk).exists()

@@ -13,12 +13,14 @@ PERMISSIONS = [
     ("moderation", "view_blockedserver"),
     ("moderation", "view_quarantinedcontent"),
     ("moderation", "moderate"),
+    # The retention page: its preview (running a purge from it is for superusers).
+    ("retention", "view_purge"),
 ]
 
 
 def create_group(apps, schema_editor):
     # Permissions are normally created after migrate finishes; the group needs them now.
-    for label in ("media_app", "moderation"):
+    for label in ("media_app", "moderation", "retention"):
         config = apps.get_app_config(label)
         config.models_module = True
         create_permissions(config, apps=apps, verbosity=0)
@@ -40,6 +42,7 @@ class Migration(migrations.Migration):
         ("contenttypes", "0002_remove_content_type_name"),
         ("media_app", "0003_blob_storage_state"),
         ("moderation", "0002_quarantined_content"),
+        ("retention", "0002_purge_page"),
     ]
 
     operations = [migrations.RunPython(create_group, remove_group)]
