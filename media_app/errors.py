@@ -120,6 +120,12 @@ class SignoffRequired(MediasiteError):
     code, status, errcode, message = "SIGNOFF_REQUIRED", 403, "M_FORBIDDEN", "This change needs a second moderator's sign-off"
 
 
+class FederationUnauthorized(MediasiteError):
+    """Another server's request to a federation endpoint without a valid X-Matrix signature."""
+
+    code, status, errcode, message = "FEDERATION_UNAUTHORIZED", 401, "M_UNAUTHORIZED", "Missing or invalid X-Matrix signature"
+
+
 class RemoteFetchFailed(MediasiteError):
     code, status, errcode, message = "REMOTE_FETCH_FAILED", 502, "M_UNKNOWN", "Could not fetch media from the remote server"
 

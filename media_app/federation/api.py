@@ -1,8 +1,11 @@
 """Federation endpoints: this server's keys, and its local media served to other servers."""
 from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 
-from .. import storage
+from .. import errors, storage
 from ..api.endpoint import Access, Endpoint
+from ..api.schema import DOWNLOAD_ERRORS, MEDIA_ID, THUMBNAIL_PARAMETERS, TIMEOUT_MS, endpoint_schema
 from ..api.serving import content_disposition
 from ..conf import media_settings
 from ..services import download, thumbnails
@@ -14,6 +17,12 @@ class KeyServerView(Endpoint):
 
     access = Access.PUBLIC
 
+    @endpoint_schema(
+        summary="This server's signing keys",
+        description="The verify keys other servers check our X-Matrix signatures with, signed by themselves.",
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="server_name, verify_keys, "
+                                        "old_verify_keys, valid_until_ts and signatures")},
+    )
     def get(self, request):
         return keys.server_keys_response()
 
@@ -52,6 +61,19 @@ def _multipart_response(*, blob, media_type: str, filename: str | None) -> Strea
     return response
 
 
+# What the federation endpoints answer: the media as multipart/mixed (a JSON part, then the
+# bytes), to a server whose X-Matrix signature verifies.
+_FEDERATION_MEDIA = dict(
+    responses={(200, "multipart/mixed"): OpenApiResponse(
+        OpenApiTypes.BINARY, description="A JSON metadata part, then the content with its type")},
+    errors=[errors.FederationUnauthorized, errors.MediaServerBlocked, *DOWNLOAD_ERRORS],
+)
+_AUTHORIZATION = OpenApiParameter(
+    "Authorization", str, OpenApiParameter.HEADER, required=True,
+    description="`X-Matrix origin=…,destination=…,key=…,sig=…`: the requesting server's signature",
+)
+
+
 def _local_media(request, media_id):
     return download.media_get_servable(
         server_name=media_settings.SERVER_NAME, media_id=media_id,
@@ -60,12 +82,17 @@ def _local_media(request, media_id):
 
 
 class FederationDownloadView(FederationEndpoint):
+    @endpoint_schema(summary="Local media, for another server",
+                     parameters=[MEDIA_ID, TIMEOUT_MS, _AUTHORIZATION], **_FEDERATION_MEDIA)
     def get(self, request, media_id):
         media = _local_media(request, media_id)
         return _multipart_response(blob=media.blob, media_type=media.media_type, filename=media.upload_name)
 
 
 class FederationThumbnailView(FederationEndpoint):
+    @endpoint_schema(summary="A thumbnail of local media, for another server",
+                     parameters=[MEDIA_ID, *THUMBNAIL_PARAMETERS, TIMEOUT_MS, _AUTHORIZATION],
+                     **_FEDERATION_MEDIA)
     def get(self, request, media_id):
         params = request.GET
         width, height, method, animated = thumbnails.parse_request(
