@@ -13,7 +13,8 @@ from .access import access_batch
 
 def parse_timeout_ms(raw: str | None) -> int:
     if raw is None or raw == "":
-        return media_settings.DEFAULT_DOWNLOAD_TIMEOUT_MS
+        # The operator's maximum bounds the default wait too, not only the asked one.
+        return min(media_settings.DEFAULT_DOWNLOAD_TIMEOUT_MS, media_settings.MAX_DOWNLOAD_TIMEOUT_MS)
     try:
         value = int(raw)
     except ValueError:

@@ -226,3 +226,14 @@ def test_big_file_streams_in_blocks(alice_client):
     chunks = list(response.streaming_content)
     assert len(chunks) > 1 and max(map(len, chunks)) <= 256 * 1024
     assert b"".join(chunks) == data
+
+
+def test_the_operators_maximum_wait_bounds_the_default_wait_too():
+    from media_app.services.download import parse_timeout_ms
+
+    with override_settings(MEDIASITE={**settings.MEDIASITE, "MAX_DOWNLOAD_TIMEOUT_MS": 500}):
+        assert parse_timeout_ms(None) == 500 and parse_timeout_ms("") == 500
+        assert parse_timeout_ms("100") == 100 and parse_timeout_ms("90000") == 500
+    with override_settings(MEDIASITE={**settings.MEDIASITE, "MAX_DOWNLOAD_TIMEOUT_MS": 60_000,
+                                      "DEFAULT_DOWNLOAD_TIMEOUT_MS": 20_000}):
+        assert parse_timeout_ms(None) == 20_000
