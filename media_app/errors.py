@@ -63,6 +63,10 @@ class UnknownToken(MediasiteError):
     code, status, errcode, message = "AUTH_UNKNOWN_TOKEN", 401, "M_UNKNOWN_TOKEN", "Unknown or revoked access token"
 
 
+class FederationUnauthorized(MediasiteError):
+    code, status, errcode, message = "FEDERATION_UNAUTHORIZED", 401, "M_UNAUTHORIZED", "Missing or invalid X-Matrix signature"
+
+
 class Forbidden(MediasiteError):
     code, status, errcode, message = "FORBIDDEN", 403, "M_FORBIDDEN", "You are not allowed to do this"
 

@@ -12,10 +12,6 @@ from . import blocklist, keys
 _PARAM = re.compile(r'\s*([A-Za-z0-9_]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,]*)\s*(?:,|$)')
 
 
-class FederationUnauthorized(errors.MediasiteError):
-    code, status, errcode, message = "FEDERATION_UNAUTHORIZED", 401, "M_UNAUTHORIZED", "Missing or invalid X-Matrix signature"
-
-
 def authorization_header(*, method: str, uri: str, destination: str, content=None) -> str:
     """The `Authorization` value for a request from this server to `destination`."""
     request = {"method": method, "uri": uri, "origin": media_settings.SERVER_NAME, "destination": destination}
@@ -31,14 +27,14 @@ def authorization_header(*, method: str, uri: str, destination: str, content=Non
 def parse_header(value: str) -> dict:
     scheme, _, params = value.strip().partition(" ")
     if scheme != "X-Matrix":
-        raise FederationUnauthorized()
+        raise errors.FederationUnauthorized()
     parsed = {}
     position = 0
     params = params.strip()
     while position < len(params):
         match = _PARAM.match(params, position)
         if not match or match.end() == position:
-            raise FederationUnauthorized("Malformed X-Matrix header")
+            raise errors.FederationUnauthorized("Malformed X-Matrix header")
         name, raw = match.groups()
         if raw.startswith('"'):
             raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
@@ -50,18 +46,18 @@ def parse_header(value: str) -> dict:
 def verify_request(*, method: str, uri: str, authorization: str | None, content=None) -> str:
     """The origin server name of a correctly signed request to us, or raise (401/403)."""
     if not authorization:
-        raise FederationUnauthorized("Missing X-Matrix signature")
+        raise errors.FederationUnauthorized("Missing X-Matrix signature")
     params = parse_header(authorization)
     origin, kid, sig = params.get("origin"), params.get("key"), params.get("sig")
     if not (origin and kid and sig):
-        raise FederationUnauthorized("Incomplete X-Matrix header")
+        raise errors.FederationUnauthorized("Incomplete X-Matrix header")
     try:
         identifiers.validate(origin, "x")
     except errors.InvalidParam:
-        raise FederationUnauthorized("Invalid origin server name") from None
+        raise errors.FederationUnauthorized("Invalid origin server name") from None
     destination = params.get("destination")
     if destination is not None and destination != media_settings.SERVER_NAME:
-        raise FederationUnauthorized("Request addressed to another server")
+        raise errors.FederationUnauthorized("Request addressed to another server")
     if blocklist.is_blocked(origin):
         raise errors.MediaServerBlocked()
     request = {"method": method, "uri": uri, "origin": origin,
@@ -74,9 +70,9 @@ def verify_request(*, method: str, uri: str, authorization: str | None, content=
     try:
         verify_key = keys.verify_key_for(origin, kid)
     except keys.KeyFetchFailed:
-        raise FederationUnauthorized("Could not fetch the origin's signing keys") from None
+        raise errors.FederationUnauthorized("Could not fetch the origin's signing keys") from None
     try:
         verify_signed_json(request, origin, verify_key)
     except SignatureVerifyException:
-        raise FederationUnauthorized("Signature does not verify") from None
+        raise errors.FederationUnauthorized("Signature does not verify") from None
     return origin
