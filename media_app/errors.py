@@ -75,6 +75,10 @@ class UnknownToken(MediasiteError):
     code, status, errcode, message = "AUTH_UNKNOWN_TOKEN", 401, "M_UNKNOWN_TOKEN", "Unknown or revoked access token"
 
 
+class FederationUnauthorized(MediasiteError):
+    code, status, errcode, message = "FEDERATION_UNAUTHORIZED", 401, "M_UNAUTHORIZED", "Missing or invalid X-Matrix signature"
+
+
 class Forbidden(MediasiteError):
     code, status, errcode, message = "FORBIDDEN", 403, "M_FORBIDDEN", "You are not allowed to do this"
 
@@ -118,12 +122,6 @@ class IllegalTransition(MediaInvalidState):
 
 class SignoffRequired(MediasiteError):
     code, status, errcode, message = "SIGNOFF_REQUIRED", 403, "M_FORBIDDEN", "This change needs a second moderator's sign-off"
-
-
-class FederationUnauthorized(MediasiteError):
-    """Another server's request to a federation endpoint without a valid X-Matrix signature."""
-
-    code, status, errcode, message = "FEDERATION_UNAUTHORIZED", 401, "M_UNAUTHORIZED", "Missing or invalid X-Matrix signature"
 
 
 class RemoteFetchFailed(MediasiteError):

@@ -1,11 +1,10 @@
 """Federation endpoints: this server's keys, and its local media served to other servers."""
 from django.http import StreamingHttpResponse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 
 from .. import errors, storage
 from ..api.endpoint import Access, Endpoint
-from ..api.schema import DOWNLOAD_ERRORS, MEDIA_ID, THUMBNAIL_PARAMETERS, TIMEOUT_MS, endpoint_schema
+from ..api.schema import DOWNLOAD_ERRORS, THUMBNAIL_PARAMETERS, TIMEOUT_MS, endpoint_schema
 from ..api.serving import content_disposition
 from ..conf import media_settings
 from ..services import download, thumbnails
@@ -19,9 +18,9 @@ class KeyServerView(Endpoint):
 
     @endpoint_schema(
         summary="This server's signing keys",
-        description="The verify keys other servers check our X-Matrix signatures with, signed by themselves.",
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="server_name, verify_keys, "
-                                        "old_verify_keys, valid_until_ts and signatures")},
+        description="Signed JSON of the server-server spec: server_name, valid_until_ts, verify_keys, "
+        "old_verify_keys, signatures. Other servers verify X-Matrix requests and answers with it.",
+        responses={200: OpenApiResponse(response={"type": "object"}, description="Signed key document")},
     )
     def get(self, request):
         return keys.server_keys_response()
@@ -61,17 +60,12 @@ def _multipart_response(*, blob, media_type: str, filename: str | None) -> Strea
     return response
 
 
-# What the federation endpoints answer: the media as multipart/mixed (a JSON part, then the
-# bytes), to a server whose X-Matrix signature verifies.
-_FEDERATION_MEDIA = dict(
-    responses={(200, "multipart/mixed"): OpenApiResponse(
-        OpenApiTypes.BINARY, description="A JSON metadata part, then the content with its type")},
-    errors=[errors.FederationUnauthorized, errors.MediaServerBlocked, *DOWNLOAD_ERRORS],
-)
-_AUTHORIZATION = OpenApiParameter(
-    "Authorization", str, OpenApiParameter.HEADER, required=True,
-    description="`X-Matrix origin=…,destination=…,key=…,sig=…`: the requesting server's signature",
-)
+_MEDIA_ID = OpenApiParameter("media_id", str, OpenApiParameter.PATH, description="A media ID of this server")
+_MULTIPART = {(200, "multipart/mixed"): OpenApiResponse(
+    response={"type": "string", "format": "binary"},
+    description="A JSON part (metadata, `{}`), then the bytes as the second part.",
+)}
+_FEDERATION_ERRORS = [errors.FederationUnauthorized, errors.MediaServerBlocked, *DOWNLOAD_ERRORS]
 
 
 def _local_media(request, media_id):
@@ -82,17 +76,23 @@ def _local_media(request, media_id):
 
 
 class FederationDownloadView(FederationEndpoint):
-    @endpoint_schema(summary="Local media, for another server",
-                     parameters=[MEDIA_ID, TIMEOUT_MS, _AUTHORIZATION], **_FEDERATION_MEDIA)
+    @endpoint_schema(
+        summary="Media of this server, for another server",
+        description="Authenticated by the requester's X-Matrix signature; local media only.",
+        parameters=[_MEDIA_ID, TIMEOUT_MS], responses=_MULTIPART, errors=_FEDERATION_ERRORS,
+    )
     def get(self, request, media_id):
         media = _local_media(request, media_id)
         return _multipart_response(blob=media.blob, media_type=media.media_type, filename=media.upload_name)
 
 
 class FederationThumbnailView(FederationEndpoint):
-    @endpoint_schema(summary="A thumbnail of local media, for another server",
-                     parameters=[MEDIA_ID, *THUMBNAIL_PARAMETERS, TIMEOUT_MS, _AUTHORIZATION],
-                     **_FEDERATION_MEDIA)
+    @endpoint_schema(
+        summary="A thumbnail of this server's media, for another server",
+        description="Authenticated by the requester's X-Matrix signature; local media only.",
+        parameters=[_MEDIA_ID, *THUMBNAIL_PARAMETERS, TIMEOUT_MS], responses=_MULTIPART,
+        errors=[*_FEDERATION_ERRORS, errors.InvalidParam],
+    )
     def get(self, request, media_id):
         params = request.GET
         width, height, method, animated = thumbnails.parse_request(
