@@ -40,7 +40,8 @@ def world(django_db_setup, django_db_blocker, tmp_path_factory):
     proxy = TlsProxy(tmp / "nginx", {ms_tls: ms_port, syn_tls: syn_port})
     synapse = server = None
     try:
-        synapse = start_synapse(tmp / "synapse", port=syn_port, extra_config=SYNAPSE_FEDERATION_ON_LOOPBACK)
+        synapse = start_synapse(tmp / "synapse", port=syn_port, extra_config=SYNAPSE_FEDERATION_ON_LOOPBACK,
+                                server_name="synapse.test")
         (tmp / "mediasite").mkdir()
         server = start_server(
             tmp / "mediasite", port=ms_port,
