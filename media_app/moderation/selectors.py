@@ -27,6 +27,10 @@ def user_for_matrix_id(user_id: str):
         if server_name != media_settings.SERVER_NAME:
             raise errors.InvalidParam("Can only look up local users")
         user_id = localpart
+    if "\x00" in user_id:
+        # No username holds a NUL (PostgreSQL text cannot), so this is an unknown user, answered
+        # without a query the database would refuse.
+        raise errors.UserNotFound()
     user = get_user_model().objects.filter(username=user_id).first()
     if user is None:
         raise errors.UserNotFound()

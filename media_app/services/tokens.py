@@ -33,6 +33,8 @@ def token_create(*, user, name: str = "") -> tuple[AccessToken, str]:
     """A new token for `user`: the row, and the plaintext, which is never stored or shown again."""
     if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
         raise errors.InvalidParam(f"name must be a string of at most {MAX_NAME_CHARS} characters")
+    if "\x00" in name:  # PostgreSQL text cannot hold it: refuse rather than fail on insert
+        raise errors.InvalidParam("name must not contain a NUL character")
     plaintext = PREFIX + secrets.token_urlsafe(32)
     row = AccessToken.objects.create(user=user, token_hash=hash_token(plaintext), name=name.strip())
     return row, plaintext

@@ -121,6 +121,25 @@ def test_quarantine_and_list_a_users_media(alice_client, mod_client):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("user_id", ["a%00b", "@a%00b:test.local"])
+def test_a_user_id_with_a_nul_is_an_unknown_user_not_a_server_error(mod_client, user_id):
+    # PostgreSQL text cannot hold a NUL, so no user has one: 404 like any unknown user.
+    listing = mod_client.get(f"{ADMIN}/users/{user_id}/media")
+    quarantine = mod_client.post(f"{ADMIN}/user/{user_id}/media/quarantine", {}, content_type="application/json")
+    for response in (listing, quarantine):
+        assert response.status_code == 404 and response.json()["code"] == "USER_NOT_FOUND"
+
+
+@pytest.mark.django_db
+def test_free_text_with_a_nul_is_stored_or_refused_not_a_server_error(alice_client):
+    # Upload names lose their control characters; report reasons are encrypted before storage.
+    mxc = upload(alice_client, IMAGE, filename="a%00b.png")
+    assert Media.objects.get(media_id=mxc.split("/")[1]).upload_name == "ab.png"
+    report = alice_client.post(f"/api/v1/media/{mxc}/report", {"reason": "a\x00b"}, content_type="application/json")
+    assert report.status_code == 200 and ModerationRequest.objects.get().reason == "a\x00b"
+
+
+@pytest.mark.django_db
 def test_delete_by_id_answers_202_with_the_pending_request(alice_client, mod_client, mod2):
     mxc = upload(alice_client, IMAGE)
     response = mod_client.delete(f"{ADMIN}/media/{mxc}")
