@@ -231,7 +231,7 @@ class TokenCollectionView(Endpoint):
     @endpoint_schema(
         summary="Create an access token",
         description="The answer carries the secret (`token`); it is stored only as a hash and never shown again.",
-        request=TokenCreateSerializer,
+        request={"application/json": TokenCreateSerializer},
         responses={201: NewTokenSerializer},
         errors=[errors.InvalidParam, errors.BadRequest, errors.UnsupportedContentType],
     )
