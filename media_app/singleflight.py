@@ -82,6 +82,7 @@ The backend follows the deployment:
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import fcntl
 import hashlib
@@ -257,24 +258,32 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-class Backend:
+class Backend(abc.ABC):
+    """What each deployment's backend provides; one subclass per deployment below."""
+
+    @abc.abstractmethod
     def claim(self, key: str, lease: float) -> Flight | None:
-        raise NotImplementedError
+        """Own the flight for `key`, or None if a live owner has it; raise a cached failure."""
 
+    @abc.abstractmethod
     def renew(self, flight: Flight, lease: float) -> None:
-        raise NotImplementedError
+        """Extend the owner's lease."""
 
+    @abc.abstractmethod
     def end(self, flight: Flight, failure: dict | None, ttl: float) -> None:
-        raise NotImplementedError
+        """End the flight, recording `failure` (cached `ttl` seconds), and wake the waiters."""
 
+    @abc.abstractmethod
     def owner_alive(self, key: str) -> bool:
-        raise NotImplementedError
+        """Whether some process still owns the flight for `key`."""
 
+    @abc.abstractmethod
     def cached_failure(self, key: str) -> dict | None:
-        raise NotImplementedError
+        """The failure recorded for `key` while it is visible, else None."""
 
+    @abc.abstractmethod
     def waiter(self, key: str):
-        raise NotImplementedError
+        """A waiter woken when the flight for `key` ends."""
 
 
 class _Waiter:
