@@ -48,7 +48,7 @@ def _items(rule: str):
     return tuple(parse_many(rule)) if rule and rule.strip() else ()
 
 
-def hit(*, rule: str, scope: str, key: str, cost: int = 1) -> None:
+def hit(*, rule: str, scope: str, key: str, cost: int = 1, message: str | None = None) -> None:
     """Count `cost` hits for (scope, key) against every rate of `rule`; RateLimited if any is
     exhausted (a refused hit is not counted). A Redis outage lets the request through, logged: a
     rate limit is a protection, not a reason to refuse every upload."""
@@ -64,7 +64,7 @@ def hit(*, rule: str, scope: str, key: str, cost: int = 1) -> None:
             if not limiter.hit(item, *keys, cost=cost):
                 reset_at, _remaining = limiter.get_window_stats(item, *keys)
                 retry_ms = max(1000, int((reset_at - time.time()) * 1000))
-                raise errors.RateLimited(retry_after_ms=retry_ms)
+                raise errors.RateLimited(message, retry_after_ms=retry_ms)
     except errors.RateLimited:
         raise
     except Exception:  # the counter store is down

@@ -21,14 +21,13 @@ from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 from django.utils import timezone
 
-from .. import errors, events
+from .. import errors, events, ratelimit
 from ..conf import media_settings
 from ..models import Blob, Media, MediaOrigin, MediaStatus, Thumbnail
 from ..services import identifiers
 from ..services.gc import blob_collect
 from ..state import Actor, IllegalTransition, transition
 from .models import BlockedServer, ModerationAction, ModerationRequest, QuarantinedContent, RequestStatus
-from . import ratelimit
 
 MODERATORS_GROUP = "moderators"
 MODERATE_PERMISSION = "moderation.moderate"
@@ -137,7 +136,8 @@ def media_report(*, server_name: str, media_id: str, reporter, reason) -> Modera
     media = Media.objects.filter(server_name=server_name, media_id=media_id).first()
     if media is None or media.status in (MediaStatus.PENDING, MediaStatus.DELETED):
         raise errors.MediaNotFound()
-    ratelimit.check_report(user_id=reporter.pk)
+    ratelimit.hit(rule=media_settings.REPORT_RATE_LIMIT, scope="media-report", key=str(reporter.pk),
+                  message="Too many reports; try again later")
     with transaction.atomic():
         request = moderation_request_create(
             action=ModerationAction.REVIEW_REPORT, targets=[media.content_uri], requested_by=reporter, reason=reason

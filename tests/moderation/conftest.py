@@ -2,7 +2,7 @@
 `create_moderator` makes them) and uploaded media."""
 import pytest
 
-from media_app.moderation import ratelimit
+from media_app import ratelimit
 from media_app.moderation.services import moderator_create
 
 
