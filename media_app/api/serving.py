@@ -80,13 +80,17 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
+def _allow_remote(params) -> bool:
+    # The spec's boolean: only an explicit "false" keeps the request local.
+    return params.get("allow_remote", "").lower() != "false"
+
+
 def download_response(request, server_name: str, media_id: str, *, file_name: str | None = None):
     params = request.GET
     media = download.media_get_servable(
         server_name=server_name, media_id=media_id,
         timeout_ms=download.parse_timeout_ms(params.get("timeout_ms")), requester=request.user,
-        # The spec's boolean: only an explicit "false" keeps the request local.
-        allow_remote=params.get("allow_remote", "").lower() != "false",
+        allow_remote=_allow_remote(params),
     )
     # The spec's boolean: only an explicit "true" allows a redirect.
     allow_redirect = params.get("allow_redirect", "").lower() == "true"
@@ -101,11 +105,10 @@ def thumbnail_response(request, server_name: str, media_id: str):
         params.get("width"), params.get("height"), params.get("method"), params.get("animated")
     )
     timeout_ms = download.parse_timeout_ms(params.get("timeout_ms"))
-    allow_remote = params.get("allow_remote", "").lower() != "false"
+    allow_remote = _allow_remote(params)
     try:
         media = download.media_get_servable(
             server_name=server_name, media_id=media_id, timeout_ms=timeout_ms, requester=request.user,
-            # The spec's boolean: only an explicit "false" keeps the request local.
             allow_remote=allow_remote,
         )
     except errors.MediaTooLarge:
