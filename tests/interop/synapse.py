@@ -1,6 +1,6 @@
 """A real Synapse (from PyPI) on loopback for interoperability tests.
 
-    synapse = start_synapse(workdir, port=free_port)      # .url .token .server_name .user_id
+    synapse = start_synapse(workdir, port=port)      # .url .token .server_name .user_id
     ...
     synapse.stop()
 

@@ -59,10 +59,10 @@ def test_answers_are_cached_and_a_revoked_token_stops_working_once_they_expire(d
 
 @pytest.mark.django_db
 def test_cached_answers_survive_a_homeserver_outage_and_new_tokens_get_503(tmp_path):
-    from tests.interop.conftest import free_port
+    from tests.conftest import _free_port
     from tests.interop.synapse import start_synapse
 
-    own = start_synapse(tmp_path / "hs", port=free_port())
+    own = start_synapse(tmp_path / "hs", port=_free_port())
     try:
         with override_settings(MEDIASITE={**settings.MEDIASITE, "HOMESERVER_URL": own.url,
                                           "HOMESERVER_CACHE_SECONDS": 300, "HOMESERVER_NEGATIVE_CACHE_SECONDS": 300}):
