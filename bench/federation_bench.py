@@ -6,10 +6,15 @@ Starts two Mediasite servers on loopback (embedded default: SQLite, filesystem b
 worker; each its own data dir), A federating with B, and prints one JSON object. Ratios are the
 point: compare them within one run, never absolute figures across runs.
 
+With --origin-delay-ms D, the origin is put at a distance: every connection to B (A's fetches
+and the direct downloads alike) goes through a proxy in this process that adds D ms to each
+direction and 2*D ms to connection set-up, as a network path with a round trip of 2*D would.
+
 Usage: bench/federation_bench.py [--seconds 5] [--rounds 3] [--size-kb 256] [--first 10] [--connections 8]
-                                 [--redis redis://127.0.0.1:6379/N]
+                                 [--redis redis://127.0.0.1:6379/N] [--origin-delay-ms 0]
 """
 import argparse
+import asyncio
 import http.client
 import json
 import os
@@ -109,6 +114,48 @@ def rps(port, path, token, seconds, connections) -> float:
     return sum(counts) / (time.monotonic() - started)
 
 
+def start_delay_proxy(target_port: int, delay: float) -> int:
+    """A TCP proxy to 127.0.0.1:target_port adding `delay` seconds each way (see the docstring)."""
+    port = free_port()
+
+    async def pipe(reader, writer):
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def send():
+            while (item := await queue.get()) is not None:
+                due, data = item
+                await asyncio.sleep(max(0.0, due - asyncio.get_running_loop().time()))
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        sender = asyncio.create_task(send())
+        try:
+            while data := await reader.read(1 << 20):
+                queue.put_nowait((asyncio.get_running_loop().time() + delay, data))
+        finally:
+            queue.put_nowait(None)
+            await sender
+
+    async def handle(client_reader, client_writer):
+        await asyncio.sleep(2 * delay)  # the handshake's round trip
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        await asyncio.gather(pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer),
+                             return_exceptions=True)
+
+    ready = threading.Event()
+
+    def run():
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", port))
+        ready.set()
+        loop.run_forever()
+
+    threading.Thread(target=run, daemon=True).start()
+    ready.wait()
+    return port
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5)
@@ -117,13 +164,16 @@ def main():
     ap.add_argument("--first", type=int, default=10)
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--redis", default="", help="Redis URL for A's broker and single flight (else the embedded default)")
+    ap.add_argument("--origin-delay-ms", type=float, default=0, help="put the origin this far away, each way")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="fedbench-"))
     port_a, port_b = free_port(), free_port()
     (tmp / "a").mkdir()
     (tmp / "b").mkdir()
     b, _, token_b = start("b.bench", port_b, tmp / "b", {"a.bench": f"http://127.0.0.1:{port_a}"}, workers=2)
-    a_proc, _, token_a = start("a.bench", port_a, tmp / "a", {"b.bench": f"http://127.0.0.1:{port_b}"}, workers=3, redis_url=a.redis)
+    # Where B is reached from, for A's fetches and for the direct downloads alike.
+    far_b = start_delay_proxy(port_b, a.origin_delay_ms / 1000) if a.origin_delay_ms else port_b
+    a_proc, _, token_a = start("a.bench", port_a, tmp / "a", {"b.bench": f"http://127.0.0.1:{far_b}"}, workers=3, redis_url=a.redis)
     try:
         size = a.size_kb << 10
         # First fetch vs a direct download of a same-sized file from the origin.
@@ -136,7 +186,7 @@ def main():
             remote_mxc = upload(port_b, token_b, os.urandom(size))
             other = upload(port_b, token_b, os.urandom(size))
             t = time.perf_counter()
-            status, _ = request(port_b, "GET", f"/_matrix/client/v1/media/download/{other}", token_b)
+            status, _ = request(far_b, "GET", f"/_matrix/client/v1/media/download/{other}", token_b)
             direct.append(time.perf_counter() - t)
             assert status == 200
             t = time.perf_counter()
@@ -156,6 +206,8 @@ def main():
                 figures.append(rps(port_a, path, token_a, a.seconds, a.connections))
         result = {
             "size_kb": a.size_kb,
+            "origin_delay_ms": a.origin_delay_ms,
+            "fetch_in": "worker" if os.environ.get("MEDIASITE_REMOTE_FETCH_IN_WORKER", "").lower() == "true" else "web",
             "local_download_rps": round(statistics.median(local_rps), 1),
             "cached_remote_download_rps": round(statistics.median(remote_rps), 1),
             "cached_remote_over_local": round(statistics.median(remote_rps) / statistics.median(local_rps), 3),

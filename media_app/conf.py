@@ -42,6 +42,7 @@ DEFAULTS = {
     "OUTBOUND_CONNECT_TIMEOUT_SECONDS": 10.0,
     "OUTBOUND_READ_TIMEOUT_SECONDS": 30.0,
     "REMOTE_FETCH_DEADLINE_SECONDS": 120.0,
+    "REMOTE_FETCH_IN_WORKER": False,
     # A failed remote fetch is remembered this long; requests meanwhile get the same error.
     "REMOTE_FAILURE_CACHE_SECONDS": 60,
     # Extra CA bundle for https federation peers (private federations with their own CA).

@@ -194,3 +194,23 @@ def user_for_token_hash(*, token_hash: str):
     """The user an access token (by its hash) belongs to, active or not, or None."""
     token = token_with_user(token_hash=token_hash)
     return None if token is None else token.user
+
+
+# --- whether content is quarantined (every first fetch of remote media) -----------------------
+
+@functools.cache
+def _quarantined_sql(vendor: str) -> str:
+    from .moderation.models import QuarantinedContent
+
+    q = _Sql()
+    return (
+        f"SELECT 1 FROM {q.table(QuarantinedContent, 'q')} WHERE {q.col('q', QuarantinedContent, 'sha256')} = %s "
+        f"UNION ALL SELECT 1 FROM {q.table(Blob, 'b')} "
+        f"WHERE {q.col('b', Blob, 'sha256')} = %s AND {q.col('b', Blob, 'quarantined')} LIMIT 1"
+    )
+
+
+def content_quarantined(*, sha256: str) -> bool:
+    """Whether these bytes are under hash-level quarantine: a QuarantinedContent row (which
+    outlives the bytes) or a quarantined Blob."""
+    return _fetchone(connections[DEFAULT_DB_ALIAS], _quarantined_sql, [sha256, sha256]) is not None

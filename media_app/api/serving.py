@@ -1,6 +1,8 @@
 """Serving stored bytes over HTTP, for the Matrix and native APIs alike: the download and
 thumbnail responses, the safety headers (docs/ARCHITECTURE.md, "Serving"), ETag/If-None-Match,
 single byte ranges and HEAD, with zero-copy sendfile when the bytes are on local disk."""
+import io
+import logging
 import re
 from urllib.parse import quote
 
@@ -11,6 +13,8 @@ from ..crypto import is_undecryptable
 from ..services import download, identifiers, thumbnails
 from ..conf import media_settings
 from ..models import Blob, Media
+
+logger = logging.getLogger(__name__)
 
 # The Matrix spec's list of types that may be shown inline; everything else is an attachment.
 INLINE_TYPES = frozenset(
@@ -90,8 +94,10 @@ def download_response(request, server_name: str, media_id: str, *, file_name: st
     media = download.media_get_servable(
         server_name=server_name, media_id=media_id,
         timeout_ms=download.parse_timeout_ms(params.get("timeout_ms")), requester=request.user,
-        allow_remote=_allow_remote(params),
+        allow_remote=_allow_remote(params), defer_remote_store=True,
     )
+    if not isinstance(media, Media):
+        return serve_fetched(request, media, filename=file_name)
     # The spec's boolean: only an explicit "true" allows a redirect.
     allow_redirect = params.get("allow_redirect", "").lower() == "true"
     response = serve_media(request, media, filename=file_name, allow_redirect=allow_redirect)
@@ -169,6 +175,46 @@ def _serving_headers(media_type: str, filename: str | None, etag: str) -> dict:
         "ETag": etag,
         "Accept-Ranges": "bytes",
     }
+
+
+class _ThenOnClose(io.FileIO):
+    """A file that calls `then()` once, after it is closed: when the response using it is
+    finished, whether the client read it all or went away."""
+
+    def __init__(self, path: str, then):
+        super().__init__(path, "r")
+        self._then = then
+
+    def close(self):
+        try:
+            super().close()
+        finally:
+            then, self._then = self._then, None
+            if then is not None:
+                then()
+
+
+def serve_fetched(request, fetched, *, filename: str | None = None) -> HttpResponse:
+    """Remote media this request has just fetched (a federation.remote.FetchedRemote), answered
+    from its checked temp file. It is stored, and the requests waiting for it released, when the
+    response closes: its own client does not wait for the durable write."""
+    user = request.user
+
+    def store():
+        try:
+            media = fetched.store()
+        except errors.MediasiteError:
+            return  # logged and answered to the waiters by the fetch's owner
+        download.media_record_retrieval(media=media, downloader=user)
+
+    try:
+        fh = _ThenOnClose(fetched.received.path, store)
+    except BaseException:
+        store()
+        raise
+    name = filename or fetched.filename
+    return serve_open_file(request, fh, media_type=fetched.media_type, size=fetched.received.size,
+                           sha256=fetched.received.sha256, filename=name)
 
 
 def serve_open_file(request, fh, *, media_type: str, size: int, sha256: str, filename: str | None) -> HttpResponse:

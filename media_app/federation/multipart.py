@@ -11,6 +11,8 @@ from email.message import Message
 
 MAX_JSON_PART_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
+# Reads take what has arrived, up to this much (the sources read like read1).
+FILL_BYTES = 1 << 20
 
 
 class MultipartError(Exception):
@@ -33,7 +35,7 @@ class _Buffer:
         self.source, self.buf, self.eof = source, b"\r\n", False  # CRLF: the first delimiter may open the body
 
     def fill(self) -> None:
-        chunk = self.source.read(65536)
+        chunk = self.source.read(FILL_BYTES)
         if chunk:
             self.buf += chunk
         else:

@@ -1,25 +1,31 @@
-"""Remote media: fetched once (a Celery task is the single owner of each fetch), stored through
-the upload pipeline, and served from the cache from then on.
+"""Remote media: fetched once per (server, media ID) across every process, stored through the
+upload pipeline, and served from the cache from then on.
 
 Request side (`remote_media_get`): blocked servers are refused before anything else; a cached
-failure is answered at once; otherwise the request enqueues the fetch task unless one is in
-flight and waits for the result with every other requester (media_app.singleflight).
+failure is answered at once; otherwise the request that wins the flight fetches (in its own
+process, or through a Celery task with REMOTE_FETCH_IN_WORKER) and every other requester waits
+for the result (media_app.singleflight). The fetching request can answer its client from the
+checked temp file before the bytes are stored: only the waiters need the stored copy.
 
-Task side (`remote_media_fetch`): the federation endpoint, signed with X-Matrix, answering
-multipart/mixed (JSON, then the bytes or a Location); on M_UNRECOGNIZED, the legacy
-`/_matrix/media/v3/download` endpoint. The bytes go through the upload pipeline: size cap,
-hashing, sniffing, deduplication, hash-level quarantine.
+The fetch (`_fetch`): the federation endpoint, signed with X-Matrix, answering multipart/mixed
+(JSON, then the bytes or a Location); on M_UNRECOGNIZED, the legacy `/_matrix/media/v3/download`
+endpoint. The bytes go through the upload pipeline: size cap, hashing, sniffing,
+deduplication, hash-level quarantine.
 """
+import contextlib
+import dataclasses
 import json
 import logging
+import time
 from email.message import Message
 from urllib.parse import urlencode
 
 from django.core.cache import caches
 
-from .. import errors, events, singleflight
+from .. import errors, events, selectors, singleflight
 from ..conf import media_settings
 from ..models import Blob, Media, MediaOrigin, MediaStatus
+from ..moderation.services import media_quarantine_on_arrival
 from ..services import identifiers, sniffing
 from ..services.blobs import BlobQuarantined, Received, blob_store_and_record, receive_body
 from ..state import Actor, create
@@ -42,19 +48,67 @@ def _enqueued_marker(key: str) -> str:
 
 
 def _lookup(server_name: str, media_id: str) -> Media | None:
-    media = Media.objects.select_related("blob").filter(server_name=server_name, media_id=media_id).first()
+    media = selectors.media_with_blob(server_name=server_name, media_id=media_id)
     return media if media is not None and media.status != MediaStatus.PENDING else None
 
 
 # --- request side -----------------------------------------------------------------------------
 
-def remote_media_get(*, server_name: str, media_id: str, timeout_ms: int, requester=None) -> Media:
-    """The cached row of remote media, fetching it first if needed (waits up to timeout_ms)."""
+def remote_media_get(*, server_name: str, media_id: str, timeout_ms: int, requester=None,
+                     defer_store: bool = False) -> "Media | FetchedRemote":
+    """The cached row of remote media, fetching it first if needed.
+
+    The request that wins the flight fetches in its own process (with REMOTE_FETCH_IN_WORKER, it
+    enqueues a Celery task instead); every other requester, in any process, waits for the result
+    up to `timeout_ms`. With `defer_store`, a fetch made by this very request comes back as a
+    FetchedRemote: complete and checked, answerable from its temp file, and stored (then
+    announced to the waiters) when the caller calls `store()` once its answer has gone out.
+    """
     if blocklist.is_blocked(server_name):
         raise errors.MediaServerBlocked()
     key = flight_key(server_name, media_id)
     singleflight.raise_if_failed(key)
     ratelimit.check_user_bytes(requester)
+    if media_settings.REMOTE_FETCH_IN_WORKER:
+        result = _get_through_worker(key, server_name, media_id, timeout_ms)
+    else:
+        result = _get_in_process(key, server_name, media_id, timeout_ms, defer_store)
+    size = result.received.size if isinstance(result, FetchedRemote) else result.blob and result.blob.size
+    if size:
+        ratelimit.charge_user_bytes(requester, size)
+    return result
+
+
+def _get_in_process(key: str, server_name: str, media_id: str, timeout_ms: int, defer_store: bool):
+    # The first requester does the work itself: a hop through the task queue would only add its
+    # latency to the one request that has to wait for the origin anyway.
+    # The caller has just looked the media up; it is looked up again only once this request owns
+    # the flight, in case an owner before it stored it meanwhile.
+    wait_until = time.monotonic() + timeout_ms / 1000
+    while True:
+        flight = singleflight.claim(key, lease=media_settings.REMOTE_FETCH_DEADLINE_SECONDS + 30)
+        if flight is not None:
+            try:
+                media = _lookup(server_name, media_id)
+            except BaseException:
+                singleflight.abandon(flight)
+                raise
+            if media is not None:
+                singleflight.publish_done(flight)
+                return media
+            fetched = _fetch_as_owner(flight, server_name, media_id, timeout_ms=timeout_ms)
+            # Known quarantined content is recorded at once and never answered from the temp file.
+            return fetched if defer_store and not fetched.quarantined else fetched.store()
+        try:
+            return singleflight.wait(key, lookup=lambda: _lookup(server_name, media_id),
+                                     timeout=max(0.0, wait_until - time.monotonic()))
+        except errors.FlightAbandoned:
+            continue  # the owner went away without a result: take the flight over
+        except errors.FlightTimedOut:
+            raise errors.RemoteTimeout("The remote media is still being fetched; try again") from None
+
+
+def _get_through_worker(key: str, server_name: str, media_id: str, timeout_ms: int) -> Media:
     slot = None
     # One requester enqueues; the others see the marker (or the task's flight) and only wait.
     # The marker is short-lived: a task lost before it starts is enqueued again by the next
@@ -72,54 +126,128 @@ def remote_media_get(*, server_name: str, media_id: str, timeout_ms: int, reques
                 ratelimit.release_origin_slot(server_name, slot)
             raise
     try:
-        media = singleflight.wait(key, lookup=lambda: _lookup(server_name, media_id),
-                                  timeout=timeout_ms / 1000, queued=True)
+        return singleflight.wait(key, lookup=lambda: _lookup(server_name, media_id),
+                                 timeout=timeout_ms / 1000, queued=True)
     except errors.FlightTimedOut:
         raise errors.RemoteTimeout("The remote media is still being fetched; try again") from None
     finally:
         if slot is not None:
             ratelimit.release_origin_slot(server_name, slot)
-    if media.blob is not None:
-        ratelimit.charge_user_bytes(requester, media.blob.size)
-    return media
+
+
+# --- the owner of a fetch ---------------------------------------------------------------------
+
+@dataclasses.dataclass(eq=False)
+class FetchedRemote:
+    """Remote bytes received and checked (size cap, type, pixels, quarantine), not stored yet.
+
+    The owner of the fetch's flight holds it; `store()` records the media and ends the flight,
+    waking every waiter. Until then the bytes are readable at `received.path`.
+    """
+
+    server_name: str
+    media_id: str
+    received: Received
+    media_type: str
+    filename: str | None
+    quarantined: bool
+    flight: singleflight.Flight | None = None
+    _media: Media | None = None
+
+    def store(self) -> Media:
+        if self._media is not None:
+            return self._media
+        try:
+            # Not the origin's fault: a failure to store is answered to the waiters, not cached.
+            with _failures_published(self.flight, self.server_name, self.media_id, ttl=0):
+                self._media = _store(self)
+        finally:
+            self.received.discard()
+        singleflight.publish_done(self.flight)
+        return self._media
+
+
+@contextlib.contextmanager
+def _failures_published(flight: singleflight.Flight, server_name: str, media_id: str, *, ttl: float):
+    """End the flight with any failure of the block, answered to every waiter (and cached for
+    `ttl` seconds); the block's exception goes on, a crash as RemoteFetchFailed."""
+    try:
+        yield
+    except errors.MediasiteError as exc:
+        logger.info("Remote fetch of %s/%s failed: %s", server_name, media_id, exc.code)
+        singleflight.publish_failure(flight, exc, ttl=ttl)
+        raise
+    except Exception:
+        # Logged here, answered as a 502: a bug must not become a 500 for the waiters, nor a
+        # retry storm against the origin.
+        logger.exception("Remote fetch of %s/%s crashed", server_name, media_id)
+        singleflight.publish_failure(flight, errors.RemoteFetchFailed(), ttl=ttl)
+        raise errors.RemoteFetchFailed() from None
+    except BaseException:
+        singleflight.abandon(flight)  # interrupted (shutdown): a waiter takes over
+        raise
+
+
+def _fetch_as_owner(flight: singleflight.Flight, server_name: str, media_id: str, *,
+                    timeout_ms: int | None = None) -> FetchedRemote:
+    """Fetch as the flight's owner; on failure the flight ends with it. `timeout_ms` is the
+    patience of the request doing the fetch (None: a worker's, the full deadline)."""
+    try:
+        slot = ratelimit.acquire_origin_slot(server_name, hold_seconds=media_settings.REMOTE_FETCH_DEADLINE_SECONDS + 30)
+    except BaseException:
+        singleflight.abandon(flight)  # the origin is busy, not broken: nothing to remember
+        raise
+    seconds = media_settings.REMOTE_FETCH_DEADLINE_SECONDS
+    if timeout_ms is not None:
+        seconds = min(seconds, max(1.0, timeout_ms / 1000))
+    # A timeout set by one impatient client says nothing about the origin: not cached.
+    client_bound = seconds < media_settings.REMOTE_FETCH_DEADLINE_SECONDS
+    try:
+        with _failures_published(flight, server_name, media_id, ttl=media_settings.REMOTE_FAILURE_CACHE_SECONDS):
+            try:
+                fetched = _fetch(server_name, media_id, client.Deadline(seconds))
+            except errors.RemoteTimeout:
+                if client_bound:
+                    singleflight.publish_failure(flight, errors.RemoteTimeout())
+                raise
+    finally:
+        ratelimit.release_origin_slot(server_name, slot)
+    fetched.flight = flight
+    return fetched
 
 
 # --- task side --------------------------------------------------------------------------------
 
 def remote_media_fetch(*, server_name: str, media_id: str, slot: str | None = None) -> None:
-    """Fetch and cache one remote media, as the single owner of its flight."""
+    """Fetch and cache one remote media as the single owner of its flight (the Celery task's
+    body, with REMOTE_FETCH_IN_WORKER)."""
     key = flight_key(server_name, media_id)
-    flight = singleflight.claim(key, lease=media_settings.REMOTE_FETCH_DEADLINE_SECONDS + 30)
-    if flight is None:
-        return  # another task owns it
     try:
-        if _lookup(server_name, media_id) is None:
-            _fetch_and_store(server_name, media_id)
-    except errors.MediasiteError as exc:
-        logger.info("Remote fetch of %s/%s failed: %s", server_name, media_id, exc.code)
-        singleflight.publish_failure(flight, exc, ttl=media_settings.REMOTE_FAILURE_CACHE_SECONDS)
-        return
-    except Exception:
-        # Logged here, answered to the waiters as a 502: a bug must not become a 500 for them,
-        # nor a retry storm against the origin.
-        logger.exception("Remote fetch of %s/%s crashed", server_name, media_id)
-        singleflight.publish_failure(flight, errors.RemoteFetchFailed(), ttl=media_settings.REMOTE_FAILURE_CACHE_SECONDS)
-        return
+        flight = singleflight.claim(key, lease=media_settings.REMOTE_FETCH_DEADLINE_SECONDS + 30)
+        if flight is None:
+            return  # another owner has it
+        if _lookup(server_name, media_id) is not None:
+            singleflight.publish_done(flight)
+            return
+        if slot is not None:  # the requester's slot is this fetch's; the owner takes its own
+            ratelimit.release_origin_slot(server_name, slot)
+            slot = None
+        _fetch_as_owner(flight, server_name, media_id).store()
+    except errors.MediasiteError:
+        return  # published to the waiters (and cached) by the owner
     finally:
         if slot is not None:
             ratelimit.release_origin_slot(server_name, slot)
         caches["federation"].delete(_enqueued_marker(key))
-    singleflight.publish_done(flight)
 
 
-def _fetch_and_store(server_name: str, media_id: str) -> Media:
+def _fetch(server_name: str, media_id: str, deadline: client.Deadline) -> FetchedRemote:
     identifiers.validate(server_name, media_id)
     if blocklist.is_blocked(server_name):
         raise errors.MediaServerBlocked()
-    deadline = client.Deadline(media_settings.REMOTE_FETCH_DEADLINE_SECONDS)
     try:
         target = discovery.resolve(server_name, deadline=deadline)
-        received, content_type, filename = _download(target, server_name, media_id, deadline)
+        received, _content_type, filename = _download(target, server_name, media_id, deadline)
     except client.OutboundTimeout as exc:
         raise errors.RemoteTimeout() from exc
     except (client.OutboundError, multipart.MultipartError) as exc:
@@ -128,14 +256,21 @@ def _fetch_and_store(server_name: str, media_id: str) -> Media:
         logger.info("Remote fetch of %s/%s: %s", server_name, media_id, exc)
         raise errors.RemoteFetchFailed() from exc
     try:
-        return _store(server_name, media_id, received, filename)
-    finally:
+        # The remote's Content-Type is never trusted: the type comes from the bytes, as for uploads.
+        media_type = sniffing.detect_media_type(received.path)
+        sniffing.check_pixels(received.path, media_type, max_pixels=media_settings.MAX_IMAGE_PIXELS)
+        quarantined = selectors.content_quarantined(sha256=received.sha256)
+    except BaseException:
         received.discard()
+        raise
+    return FetchedRemote(server_name=server_name, media_id=media_id, received=received, media_type=media_type,
+                         filename=filename, quarantined=quarantined)
 
 
 def _received(stream, declared_length: int | None) -> Received:
     try:
-        return receive_body(stream=stream, declared_length=declared_length)
+        # Not synced here: the fetching request answers from the temp file first, and storing syncs it.
+        return receive_body(stream=stream, declared_length=declared_length, durable=False)
     except errors.UploadIncomplete as exc:
         cause = exc.__cause__
         if isinstance(cause, client.OutboundTimeout):
@@ -211,20 +346,18 @@ def _filename(disposition: str | None) -> str | None:
     return identifiers.clean_upload_name(name) if name else None
 
 
-def _store(server_name: str, media_id: str, received: Received, filename: str | None) -> Media:
-    # The remote's Content-Type is never trusted: the type comes from the bytes, as for uploads.
-    media_type = sniffing.detect_media_type(received.path)
-    sniffing.check_pixels(received.path, media_type, max_pixels=media_settings.MAX_IMAGE_PIXELS)
+def _store(fetched: FetchedRemote) -> Media:
+    received = fetched.received
 
     def record(blob: Blob, created: bool = False) -> Media:
         media = create(
-            to=MediaStatus.STORED, actor=Actor.SYSTEM, server_name=server_name, media_id=media_id,
-            blob=blob, media_type=media_type, media_length=received.size, upload_name=filename,
+            to=MediaStatus.STORED, actor=Actor.SYSTEM, server_name=fetched.server_name, media_id=fetched.media_id,
+            blob=blob, media_type=fetched.media_type, media_length=received.size, upload_name=fetched.filename,
             origin=MediaOrigin.REMOTE,
         )
-        events.emit(events.REMOTE_CACHED, {"media_id": media_id, "origin_server": server_name},
-                    server_name=server_name)
-        return media
+        events.emit(events.REMOTE_CACHED, {"media_id": fetched.media_id, "origin_server": fetched.server_name},
+                    server_name=fetched.server_name)
+        return media_quarantine_on_arrival(media=media, blob=blob)
 
     try:
         return blob_store_and_record(received=received, record=record)

@@ -38,6 +38,7 @@ class Received:
     sha256: str
     size: int
     temp: object = None  # the storage temp file, locked (in use) until discarded
+    durable: bool = True  # fsync'd; blob_store_and_record syncs it first otherwise
 
     def discard(self) -> None:
         if self.temp is not None:
@@ -116,15 +117,17 @@ class BodyReceiver:
         self._digest.update(data)
         self._tmp.write(data)
 
-    def finish(self) -> Received:
+    def finish(self, *, durable: bool = True) -> Received:
         try:
             self._tmp.flush()
-            os.fsync(self._tmp.fileno())
+            if durable:
+                os.fsync(self._tmp.fileno())
             self._tmp.close()
         except BaseException:
             self.abort()
             raise
-        return Received(path=self._tmp.name, sha256=self._digest.hexdigest(), size=self.size, temp=self._tmp)
+        return Received(path=self._tmp.name, sha256=self._digest.hexdigest(), size=self.size, temp=self._tmp,
+                        durable=durable)
 
     def abort(self) -> None:
         self._digest.close()
@@ -153,11 +156,12 @@ def read_chunks(*, stream, declared_length: int | None):
         raise errors.UploadIncomplete()
 
 
-def receive_body(*, stream, declared_length: int | None) -> Received:
+def receive_body(*, stream, declared_length: int | None, durable: bool = True) -> Received:
     """Copy a raw request body to a temp file, hashing as it goes.
 
     A declared Content-Length over the limit is refused before a byte is read; a body without
-    one (chunked) is cut off as soon as it passes the limit.
+    one (chunked) is cut off as soon as it passes the limit. With `durable=False` the fsync is
+    left to blob_store_and_record, for bytes that may be used before they are stored.
     """
     if declared_length is not None and declared_length > media_settings.MAX_UPLOAD_SIZE_BYTES:
         raise errors.MediaTooLarge()
@@ -168,7 +172,7 @@ def receive_body(*, stream, declared_length: int | None) -> Received:
     except BaseException:
         receiver.abort()
         raise
-    return receiver.finish()
+    return receiver.finish(durable=durable)
 
 
 def received_from_bytes(data: bytes) -> Received:
@@ -208,6 +212,9 @@ def blob_store_and_record(*, received: Received, record, thumbnail: bool = False
     (`keep_source`) until the caller discards it, so the bytes can be stored again.
     """
     key = storage.blob_key(received.sha256)
+    if not received.durable:
+        _fsync_path(received.path)
+        received.durable = True
     stored_in = None
     try:
         for _attempt in range(5):
@@ -255,6 +262,14 @@ def blob_store_and_record(*, received: Received, record, thumbnail: bool = False
         if stored_in is not None:
             _remove_if_unrecorded(alias=stored_in, key=key, sha256=received.sha256, size=received.size)
         raise
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _remove_if_unrecorded(*, alias: str, key: str, sha256: str, size: int) -> None:

@@ -29,8 +29,12 @@ def _lookup(server_name: str, media_id: str) -> Media | None:
 
 
 def media_get_servable(*, server_name: str, media_id: str, timeout_ms: int = 0, requester=None,
-                       allow_remote: bool = True) -> Media:
+                       allow_remote: bool = True, defer_remote_store: bool = False):
     """The media row with its blob, ready to serve, or the error the client must see.
+
+    With `defer_remote_store`, remote media that this very request had to fetch comes back as a
+    `federation.remote.FetchedRemote` instead (checked, not stored yet): the caller answers from
+    its temp file and must call its `store()` afterwards.
 
     A pending reservation is polled until it is filled or `timeout_ms` runs out; polling the
     database works the same whichever process receives the upload. Another server's media that
@@ -43,7 +47,9 @@ def media_get_servable(*, server_name: str, media_id: str, timeout_ms: int = 0, 
         from ..federation.remote import remote_media_get
 
         media = remote_media_get(server_name=server_name, media_id=media_id, timeout_ms=timeout_ms,
-                                 requester=requester)
+                                 requester=requester, defer_store=defer_remote_store)
+        if not isinstance(media, Media):
+            return media
     deadline = time.monotonic() + timeout_ms / 1000
     delay = 0.05
     while media is not None and media.status == MediaStatus.PENDING:

@@ -3,7 +3,9 @@
 - B (`b.test`) runs the embedded default: its own SQLite file and data dir, the filesystem
   broker and the worker gunicorn starts beside it.
 - A (`a.test`) runs on the test database (so tests can read its rows) with its own data dir
-  and its own Celery worker process: on Redis when REDIS_URL is set, else the embedded one.
+  and its own Celery worker process: on Redis when REDIS_URL is set, else the embedded one. The
+  pair runs twice: once with remote media fetched by the request that needs it (the default),
+  once by A's worker (MEDIASITE_REMOTE_FETCH_IN_WORKER; only with REDIS_URL).
 
 Each maps the other's name to its address (MEDIASITE_FEDERATION_SERVER_MAP) and allows loopback
 (MEDIASITE_OUTBOUND_ALLOWLIST). A also maps `origin.test` to a test origin (tests/federation/origin.py).
@@ -50,8 +52,10 @@ def fed_origin():
 
 # Module scope: A's Celery worker listens on the suite's Redis queue and must be gone before
 # other modules hand tasks to workers of their own.
-@pytest.fixture(scope="module")
-def federation_pair(django_db_setup, django_db_blocker, tmp_path_factory, fed_origin):
+# The worker variant needs what that setting is for: Redis and a worker process of its own (as
+# in CI). On the embedded default, 100 requests waiting on the embedded worker time out.
+@pytest.fixture(scope="module", params=["in-web", "in-worker"] if os.environ.get("REDIS_URL") else ["in-web"])
+def federation_pair(request, django_db_setup, django_db_blocker, tmp_path_factory, fed_origin):
     port_a, port_b = _free_port(), _free_port()
     url_a, url_b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
     common = {"MEDIASITE_OUTBOUND_ALLOWLIST": "127.0.0.0/8", "DJANGO_SETTINGS_MODULE": "mediasite.settings.production"}
@@ -71,7 +75,9 @@ def federation_pair(django_db_setup, django_db_blocker, tmp_path_factory, fed_or
              "MEDIASITE_EMBEDDED_WORKER": "false" if redis_url else "true",
              "MEDIASITE_FEDERATION_SERVER_MAP": json.dumps({"b.test": url_b, "origin.test": fed_origin.url}),
              # A short failure cache, so a test's deliberate failure does not outlive it.
-             "MEDIASITE_REMOTE_FAILURE_CACHE_SECONDS": "2"}
+             "MEDIASITE_REMOTE_FAILURE_CACHE_SECONDS": "2",
+             # Who fetches: the request that needs the media (the default), or A's Celery worker.
+             "MEDIASITE_REMOTE_FETCH_IN_WORKER": str(request.param == "in-worker").lower()}
 
     server_b = start_server(dir_b, port=port_b, **env_b)
     worker = None

@@ -1,5 +1,7 @@
-"""Fetching remote media in this process (Celery eager) from a real HTTP origin on loopback:
-the legacy fallback, caching, block list, SSRF, limits and hostile origins."""
+"""Fetching remote media in this process from a real HTTP origin on loopback: the legacy
+fallback, caching, block list, SSRF, limits and hostile origins; each test once with the fetch
+done by the request and once by the (eager) Celery task."""
+import contextlib
 import io
 import secrets
 import time
@@ -31,9 +33,9 @@ def trap():
     server.stop()
 
 
-@pytest.fixture
-def remote(origin, transactional_db):
-    conf = {**django_settings.MEDIASITE,
+@contextlib.contextmanager
+def _configured(origin, *, in_worker: bool):
+    conf = {**django_settings.MEDIASITE, "REMOTE_FETCH_IN_WORKER": in_worker,
             "FEDERATION_SERVER_MAP": {"origin.test": origin.url, "blocked.test": origin.url},
             "OUTBOUND_ALLOWLIST": ["127.0.0.2/32"], "BLOCKED_SERVERS": ["blocked.test"],
             "MAX_UPLOAD_SIZE_BYTES": 1 << 20, "REMOTE_FETCH_DEADLINE_SECONDS": 5.0,
@@ -44,13 +46,33 @@ def remote(origin, transactional_db):
     blocklist.clear_cache()
 
 
+@pytest.fixture(params=["in-web", "in-worker"])
+def remote(request, origin, transactional_db):
+    """The origin, with the fetch done by the request that needs it, or by a Celery task (eager
+    here; tests/federation/test_two_instances.py runs a real worker)."""
+    with _configured(origin, in_worker=request.param == "in-worker"):
+        yield origin
+
+
+@pytest.fixture
+def in_web(origin, transactional_db):
+    """The origin, with the fetch done by the request that needs it (the default)."""
+    with _configured(origin, in_worker=False):
+        yield origin
+
+
 def new_id() -> str:
     return "t" + secrets.token_hex(8)
 
 
 def get(client, server, media_id, **params):
     query = "&".join(f"{k}={v}" for k, v in params.items())
-    return client.get(f"/_matrix/client/v1/media/download/{server}/{media_id}" + (f"?{query}" if query else ""))
+    response = client.get(f"/_matrix/client/v1/media/download/{server}/{media_id}" + (f"?{query}" if query else ""))
+    if response.streaming:
+        # Read to the end, which closes the response as a server does once it has sent it: the
+        # request that fetched remote media stores it then.
+        response.streaming_content = [b"".join(response.streaming_content)]
+    return response
 
 
 def test_remote_media_is_fetched_once_through_the_legacy_fallback_and_then_served_from_cache(remote, alice_client):
@@ -285,3 +307,83 @@ def test_origin_thumbnail_that_is_not_an_image_is_refused(remote, alice_client):
     media_id = remote.on(new_id(), "oversized", 50 << 20, b"<html>not an image</html>")
     response = alice_client.get(f"/_matrix/client/v1/media/thumbnail/origin.test/{media_id}?width=32&height=32")
     assert response.status_code == 502
+
+
+# --- the request that fetches -----------------------------------------------------------------
+
+def test_the_fetching_request_is_answered_from_its_temp_file_and_stores_once_it_is_sent(in_web, alice_client):
+    data = png_bytes(13, 13)
+    media_id = in_web.on(new_id(), "bytes", data, "image/png")
+    response = alice_client.get(f"/_matrix/client/v1/media/download/origin.test/{media_id}")
+    assert response.status_code == 200
+    assert response["Content-Length"] == str(len(data)) and response["Content-Type"] == "image/png"
+    # Headers out, body not yet sent: nothing is stored, nobody else is released.
+    assert not Media.objects.filter(media_id=media_id).exists()
+    assert body_of(response) == data  # sent to the end: the response closes and stores
+    media = Media.objects.get(media_id=media_id)
+    assert media.origin == "remote" and media.status == "stored"
+    assert response["ETag"] == f'"{media.blob.sha256}"'
+    assert MediaEvent.objects.filter(event_type="media.remote_cached", media_id=media_id).count() == 1
+    assert body_of(get(alice_client, "origin.test", media_id)) == data
+    assert in_web.count(media_id) == 1
+
+
+def test_a_response_dropped_unsent_still_stores_the_fetched_media(in_web, alice_client):
+    media_id = in_web.on(new_id(), "bytes", b"abc" * 100)
+    response = alice_client.get(f"/_matrix/client/v1/media/download/origin.test/{media_id}")
+    assert response.status_code == 200
+    response.close()  # what the server does when the client goes away mid-answer
+    assert Media.objects.filter(media_id=media_id, status="stored").exists()
+
+
+def test_head_of_uncached_remote_media_fetches_and_stores_it(in_web, alice_client):
+    data = b"head" * 50
+    media_id = in_web.on(new_id(), "bytes", data)
+    response = alice_client.head(f"/_matrix/client/v1/media/download/origin.test/{media_id}")
+    assert response.status_code == 200 and response["Content-Length"] == str(len(data))
+    assert Media.objects.filter(media_id=media_id, status="stored").exists()
+    assert body_of(get(alice_client, "origin.test", media_id)) == data
+    assert in_web.count(media_id) == 1
+
+
+def test_content_quarantined_by_hash_alone_is_never_answered_from_the_temp_file(in_web, alice_client):
+    import hashlib
+
+    from media_app.moderation.models import QuarantinedContent
+
+    data = png_bytes(14, 14)
+    QuarantinedContent.objects.create(sha256=hashlib.sha256(data).hexdigest())  # bytes long reclaimed
+    media_id = in_web.on(new_id(), "bytes", data, "image/png")
+    response = get(alice_client, "origin.test", media_id)
+    assert response.status_code == 404 and response.json()["code"] == "MEDIA_QUARANTINED"
+    media = Media.objects.get(media_id=media_id)
+    assert media.status == "quarantined" and media.blob.quarantined
+
+
+def test_a_waiter_takes_the_fetch_over_when_its_owner_goes_away(in_web, alice_client):
+    import threading
+
+    from media_app import singleflight
+    from media_app.federation.remote import flight_key
+
+    data = b"taken over"
+    media_id = in_web.on(new_id(), "bytes", data)
+    # Another process's request owns the fetch, then vanishes without a result.
+    flight = singleflight.claim(flight_key("origin.test", media_id), lease=30)
+    threading.Timer(0.5, singleflight.abandon, [flight]).start()
+    started = time.monotonic()
+    response = get(alice_client, "origin.test", media_id)
+    assert response.status_code == 200, response.content
+    assert body_of(response) == data
+    assert time.monotonic() - started >= 0.5  # it waited for the owner first
+    assert in_web.count(media_id) == 1
+
+
+def test_a_timeout_set_by_an_impatient_client_is_not_remembered_against_the_origin(in_web, alice_client):
+    data = b"slow but fine"
+    media_id = in_web.on(new_id(), "bytes", data, None, 1.5)
+    response = get(alice_client, "origin.test", media_id, timeout_ms=1000)
+    assert response.status_code == 504 and response.json()["code"] == "REMOTE_TIMEOUT"
+    response = get(alice_client, "origin.test", media_id)
+    assert response.status_code == 200 and body_of(response) == data
+    assert in_web.count(media_id) == 2

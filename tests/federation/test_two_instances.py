@@ -1,8 +1,11 @@
 """Two live Mediasite instances federating over loopback: signed fetches, refusals, thumbnails,
 single flight across processes, rate limits."""
+import contextlib
 import io
 import json
 import secrets
+import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +15,8 @@ import pytest
 from PIL import Image
 from signedjson.key import generate_signing_key, read_signing_keys
 from signedjson.sign import sign_json
+
+from django.db import connection
 
 from media_app.federation import multipart
 from media_app.models import Media, MediaEvent
@@ -43,6 +48,18 @@ def x_matrix(key, *, origin: str, destination: str, uri: str, method: str = "GET
     return f'X-Matrix origin="{origin}",destination="{destination}",key="ed25519:{key.version}",sig="{sig}"'
 
 
+def stored_on_a(server_name: str, media_id: str) -> Media:
+    """A's row for cached remote media. The request that fetched it stores it once its own
+    answer has gone out, so the row may follow the answer by a moment."""
+    deadline = time.monotonic() + 30
+    while True:
+        media = Media.objects.filter(server_name=server_name, media_id=media_id).first()
+        if media is not None or time.monotonic() > deadline:
+            assert media is not None, f"{server_name}/{media_id} was never stored"
+            return media
+        time.sleep(0.05)
+
+
 def a_signing_key(a):
     with open(Path(a.data_dir) / "signing.key") as fh:
         return read_signing_keys(fh)[0]
@@ -59,7 +76,7 @@ def test_a_fetches_b_media_over_signed_federation_and_caches_it(pair, make_user,
     assert status == 200, (body, a.log()[-3000:])
     assert body == data
     assert headers["Content-Type"] == "image/png"
-    media = Media.objects.get(server_name="b.test", media_id=mxc.split("/")[1])
+    media = stored_on_a("b.test", mxc.split("/")[1])
     assert media.origin == "remote" and media.upload_name == "red.png"
     assert MediaEvent.objects.filter(event_type="media.remote_cached", media_id=media.media_id).count() == 1
     # B saw a signed federation request from A (its access log names the path).
@@ -158,3 +175,61 @@ def test_hundred_concurrent_requests_over_two_web_processes_make_one_origin_requ
     assert fed_origin.count(media_id) == 1
     pids = {line.rsplit("pid=", 1)[1] for line in a.log().splitlines() if media_id in line and "pid=" in line}
     assert len(pids) >= 2, "the requests were all served by one web process"
+
+
+@contextlib.contextmanager
+def media_inserts_blocked():
+    """Hold, from outside A, a lock that makes every INSERT of a media row on A's database wait."""
+    db = connection.settings_dict
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        conn = psycopg.connect(host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"],
+                               password=db["PASSWORD"] or None, dbname=db["NAME"])
+        conn.execute(f"LOCK TABLE {Media._meta.db_table} IN SHARE MODE")  # reads pass, writes wait
+    else:
+        import sqlite3
+
+        conn = sqlite3.connect(db["NAME"], isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")  # SQLite's one write lock; readers pass
+    try:
+        yield
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def test_who_is_answered_while_the_fetched_bytes_cannot_be_stored_yet(pair, fed_origin, make_user, make_token):
+    """In-web: the request that fetched is answered from its temp file while storing waits; the
+    other requesters are released when the media is stored. In-worker: everyone waits for it."""
+    a, _b = pair
+    in_worker = a.env["MEDIASITE_REMOTE_FETCH_IN_WORKER"] == "true"
+    data = png_bytes(40, 40, color=(9, 8, 7))
+    media_id = fed_origin.on("d" + secrets.token_hex(8), "bytes", data, "image/png")
+    token = make_token(make_user("dora"))
+    url = f"{a.url}/_matrix/client/v1/media/download/origin.test/{media_id}"
+    results = {}
+
+    def ask(name):
+        results[name] = http("GET", url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+    with media_inserts_blocked():
+        first = threading.Thread(target=ask, args=("first",))
+        first.start()
+        deadline = time.monotonic() + 20
+        while fed_origin.count(media_id) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert fed_origin.count(media_id) == 1, a.log()[-3000:]
+        first.join(timeout=2 if in_worker else 20)
+        assert first.is_alive() == in_worker, (results, a.log()[-3000:])
+        second = threading.Thread(target=ask, args=("second",))
+        second.start()
+        second.join(timeout=2)
+        assert second.is_alive(), results  # a waiter is released by the stored row only
+        assert not Media.objects.filter(media_id=media_id).exists()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    assert results["first"][0] == 200 and results["first"][2] == data
+    assert results["second"][0] == 200 and results["second"][2] == data
+    assert stored_on_a("origin.test", media_id).status == "stored"
+    assert fed_origin.count(media_id) == 1
