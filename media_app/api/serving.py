@@ -121,14 +121,14 @@ def thumbnail_response(request, server_name: str, media_id: str):
         # Remote media too large to cache: the origin's own thumbnail, passed through.
         if not allow_remote or identifiers.is_local(server_name):
             raise
-        from ..federation.remote import remote_thumbnail_open
+        from ..federation.remote import remote_thumbnail_get
 
-        fh, media_type, size, sha256 = remote_thumbnail_open(
+        thumb = remote_thumbnail_get(
             server_name=server_name, media_id=media_id, width=width, height=height, method=method,
             animated=animated, timeout_ms=timeout_ms,
         )
-        return serve_open_file(request, fh, media_type=media_type, size=size, sha256=sha256,
-                               filename=f"thumbnail.{media_type.rsplit('/', 1)[-1]}")
+        return serve_open_file(request, io.BytesIO(thumb.data), media_type=thumb.media_type, size=len(thumb.data),
+                               sha256=thumb.sha256, filename=f"thumbnail.{thumb.media_type.rsplit('/', 1)[-1]}")
     thumb = thumbnails.thumbnail_get_or_render(
         media=media, width=width, height=height, method=method, animated=animated
     )
@@ -218,7 +218,8 @@ def serve_fetched(request, fetched, *, filename: str | None = None) -> HttpRespo
 
 
 def serve_open_file(request, fh, *, media_type: str, size: int, sha256: str, filename: str | None) -> HttpResponse:
-    """Bytes that are not stored (a remote thumbnail passed through) with the serving headers."""
+    """Bytes that are not stored (remote media being fetched, an origin's thumbnail) with the
+    serving headers."""
     headers = _serving_headers(media_type, filename, f'"{sha256}"')
     headers["Content-Length"] = str(size)
     if request.method == "HEAD":

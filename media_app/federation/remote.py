@@ -14,6 +14,7 @@ deduplication, hash-level quarantine.
 """
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -370,19 +371,58 @@ def _store(fetched: FetchedRemote) -> Media:
 
 # --- thumbnails of media too large to cache ------------------------------------------------
 
-def remote_thumbnail_open(*, server_name: str, media_id: str, width: int, height: int, method: str,
-                          animated: bool, timeout_ms: int):
-    """(open file, media type, size, sha256) of the origin's own thumbnail.
+# The origin's thumbnails are kept in the federation cache (Redis, or files in the data dir):
+# small, and there is no stored original to render them from again.
+ORIGIN_THUMBNAIL_CACHE_SECONDS = 24 * 3600
+MAX_ORIGIN_THUMBNAIL_BYTES = 4 << 20
 
-    Only for remote media whose original is over the size limit: such media is never cached, so
-    there is nothing to render here. The thumbnail is fetched for this request (bounded by the
-    same limits, counted against the origin's concurrent fetches) and not stored; what it is
-    comes from its bytes, and only the image types Mediasite itself produces are passed on.
+
+@dataclasses.dataclass(frozen=True)
+class OriginThumbnail:
+    data: bytes
+    media_type: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def remote_thumbnail_get(*, server_name: str, media_id: str, width: int, height: int, method: str,
+                         animated: bool, timeout_ms: int) -> OriginThumbnail:
+    """The origin's own thumbnail of remote media whose original is over the size limit.
+
+    Such media is never cached, so there is nothing to render here. The thumbnail is fetched once
+    per size across every process (single flight; bounded by the same limits, counted against
+    the origin's concurrent fetches), kept for ORIGIN_THUMBNAIL_CACHE_SECONDS, and what it is
+    comes from its bytes: only the image types Mediasite itself produces are passed on. A
+    failure is remembered like a failed fetch.
     """
-    from ..services.thumbnails import THUMBNAILABLE_TYPES
-
     if blocklist.is_blocked(server_name):
         raise errors.MediaServerBlocked()
+    key = f"remote-thumbnail:{server_name}/{media_id}/{width}x{height}/{method}/{int(animated)}"
+    cache_key = "mediasite:fed:thumbnail:" + hashlib.sha256(key.encode()).hexdigest()
+
+    def lookup() -> OriginThumbnail | None:
+        cached = caches["federation"].get(cache_key)
+        return OriginThumbnail(*cached) if cached is not None else None
+
+    def compute() -> OriginThumbnail:
+        thumbnail = _fetch_origin_thumbnail(server_name, media_id, width, height, method, animated, timeout_ms)
+        caches["federation"].set(cache_key, (thumbnail.data, thumbnail.media_type), ORIGIN_THUMBNAIL_CACHE_SECONDS)
+        return thumbnail
+
+    patience = max(1.0, timeout_ms / 1000)
+    try:
+        return singleflight.run_once(key, lookup=lookup, compute=compute, timeout=patience,
+                                     lease=media_settings.REMOTE_FETCH_DEADLINE_SECONDS + 30,
+                                     failure_ttl=media_settings.REMOTE_FAILURE_CACHE_SECONDS)
+    except errors.FlightTimedOut:
+        raise errors.RemoteTimeout("The remote thumbnail is still being fetched; try again") from None
+
+
+def _fetch_origin_thumbnail(server_name, media_id, width, height, method, animated, timeout_ms) -> OriginThumbnail:
+    from ..services.thumbnails import THUMBNAILABLE_TYPES
+
     slot = ratelimit.acquire_origin_slot(server_name, hold_seconds=media_settings.REMOTE_FETCH_DEADLINE_SECONDS)
     query = urlencode({"width": width, "height": height, "method": method, "animated": str(animated).lower()})
     try:
@@ -397,11 +437,13 @@ def remote_thumbnail_open(*, server_name: str, media_id: str, width: int, height
     finally:
         ratelimit.release_origin_slot(server_name, slot)
     try:
+        if received.size > MAX_ORIGIN_THUMBNAIL_BYTES:
+            raise errors.RemoteFetchFailed("The remote server's thumbnail is too large")
         media_type = sniffing.detect_media_type(received.path)
         if media_type not in THUMBNAILABLE_TYPES:
             raise errors.RemoteFetchFailed("The remote server's thumbnail is not an image")
         sniffing.check_pixels(received.path, media_type, max_pixels=media_settings.MAX_IMAGE_PIXELS)
-        fh = open(received.path, "rb")
+        with open(received.path, "rb") as fh:
+            return OriginThumbnail(fh.read(), media_type)
     finally:
-        received.discard()  # the open file stays readable until the response closes it
-    return fh, media_type, received.size, received.sha256
+        received.discard()

@@ -112,9 +112,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
-        elif behaviour == "oversized":  # args: declared size of the original, thumbnail bytes
+        elif behaviour == "oversized":  # args: declared size of the original, thumbnail bytes, its delay
             if "/thumbnail/" in path:
-                self.origin.thumbnail_queries.append(self.path.split("?", 1)[-1])
+                with self.origin._lock:
+                    self.origin.thumbnail_queries.append(self.path.split("?", 1)[-1])
+                time.sleep(args[2] if len(args) > 2 else 0)
                 body, content_type = args[1], "image/png"
             else:
                 body, content_type = None, "application/octet-stream"

@@ -303,10 +303,40 @@ def test_thumbnail_of_media_too_large_to_cache_comes_from_the_origin(remote, ali
     assert not Media.objects.filter(media_id=media_id).exists()
 
 
-def test_origin_thumbnail_that_is_not_an_image_is_refused(remote, alice_client):
+def test_origin_thumbnail_that_is_not_an_image_is_refused_and_the_failure_remembered(remote, alice_client):
     media_id = remote.on(new_id(), "oversized", 50 << 20, b"<html>not an image</html>")
-    response = alice_client.get(f"/_matrix/client/v1/media/thumbnail/origin.test/{media_id}?width=32&height=32")
-    assert response.status_code == 502
+    before = len(remote.thumbnail_queries)
+    for _ in range(2):
+        response = alice_client.get(f"/_matrix/client/v1/media/thumbnail/origin.test/{media_id}?width=32&height=32")
+        assert response.status_code == 502
+    assert len(remote.thumbnail_queries) == before + 1
+
+
+def test_origin_thumbnail_is_fetched_once_per_size_for_concurrent_and_later_requests(in_web, alice_client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    thumb = png_bytes(16, 16, color=(0, 255, 0))
+    media_id = in_web.on(new_id(), "oversized", 50 << 20, thumb, 0.5)  # answers after half a second
+    url = f"/_matrix/client/v1/media/thumbnail/origin.test/{media_id}?width=16&height=16&method=scale"
+    before = len(in_web.thumbnail_queries)
+
+    def one(_):
+        try:
+            response = alice_client.get(url)
+            return response.status_code, body_of(response)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(8)))
+    assert results == [(200, thumb)] * 8
+    assert body_of(alice_client.get(url)) == thumb  # later: from the cache
+    assert len(in_web.thumbnail_queries) == before + 1
+    other_size = alice_client.get(url.replace("width=16", "width=24"))
+    assert other_size.status_code == 200
+    assert len(in_web.thumbnail_queries) == before + 2
 
 
 # --- the request that fetches -----------------------------------------------------------------
