@@ -76,7 +76,12 @@ def remote_media_get(*, server_name: str, media_id: str, timeout_ms: int, reques
         result = _get_in_process(key, server_name, media_id, timeout_ms, defer_store)
     size = result.received.size if isinstance(result, FetchedRemote) else result.blob and result.blob.size
     if size:
-        ratelimit.charge_user_bytes(requester, size)
+        try:
+            ratelimit.charge_user_bytes(requester, size)
+        except BaseException:
+            if isinstance(result, FetchedRemote):
+                result.store()  # fetched all the same: the waiters must not be left hanging
+            raise
     return result
 
 
@@ -153,7 +158,7 @@ class FetchedRemote:
     filename: str | None
     quarantined: bool
     flight: singleflight.Flight | None = None
-    _media: Media | None = None
+    _media: Media | None = dataclasses.field(default=None, init=False, repr=False)
 
     def store(self) -> Media:
         if self._media is not None:
