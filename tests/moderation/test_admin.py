@@ -252,3 +252,11 @@ def test_admin_sign_in_locks_out_after_repeated_failures(client, make_moderator)
     make_moderator("other")
     ok = client.post("/admin/login/?next=/admin/", {"username": "other", "password": "pw-other-Long-enough-1"})
     assert ok.status_code == 302
+
+
+@pytest.mark.parametrize("query", ["q=%00", "status=%00stored", "server_name__exact=a%00b"])
+def test_a_nul_in_an_admin_search_or_filter_is_a_400_not_a_database_error(media, mod1, query):
+    response = signed_in(mod1).get(f"/admin/media_app/media/?{query}")
+    assert response.status_code == 400
+    assert response.json()["errcode"] == "M_INVALID_PARAM"
+    assert signed_in(mod1).get("/admin/media_app/media/?q=cat").status_code == 200
