@@ -201,11 +201,14 @@ def serve_fetched(request, fetched, *, filename: str | None = None) -> HttpRespo
     user = request.user
 
     def store():
+        # Runs as the response closes, where Django would swallow an exception unseen.
         try:
             media = fetched.store()
+            download.media_record_retrieval(media=media, downloader=user)
         except errors.MediasiteError:
-            return  # logged and answered to the waiters by the fetch's owner
-        download.media_record_retrieval(media=media, downloader=user)
+            pass  # logged and answered to the waiters by the fetch's owner
+        except Exception:
+            logger.exception("Storing fetched remote media %s/%s failed", fetched.server_name, fetched.media_id)
 
     try:
         fh = _ThenOnClose(fetched.received.path, store)
