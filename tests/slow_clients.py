@@ -29,6 +29,7 @@ class SlowClients:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._tasks = []
         self._ready = threading.Event()
+        self._stopping = False
 
     def _head(self) -> bytes:
         # Never complete: a padding header as long as any test runs.
@@ -41,7 +42,7 @@ class SlowClients:
         return head, b"x" * 1_000_000
 
     async def _one(self, kind: str, opened: asyncio.Event):
-        while True:
+        while not self._stopping:
             try:
                 reader, writer = await asyncio.open_connection(self.host, self.port)
             except OSError:
@@ -58,6 +59,8 @@ class SlowClients:
                     writer.write(prefix)
                     await writer.drain()
                 for i in range(len(drip)):
+                    if self._stopping:
+                        break
                     writer.write(drip[i:i + 1])
                     await writer.drain()
                     try:
@@ -69,8 +72,10 @@ class SlowClients:
                     break  # the server answered or closed
             except (ConnectionError, OSError):
                 pass
-            self.stats.closed_by_server += 1
             writer.close()
+            if self._stopping:
+                return
+            self.stats.closed_by_server += 1
             if not self.reopen:
                 return
 
@@ -90,11 +95,15 @@ class SlowClients:
 
     def stop(self) -> None:
         async def cancel():
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            # The flag ends a task whose cancellation asyncio.wait_for swallowed (Python 3.11
+            # can lose a cancel that arrives as the awaited read completes).
+            self._stopping = True
+            while pending := [task for task in self._tasks if not task.done()]:
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending, timeout=1)
 
-        asyncio.run_coroutine_threadsafe(cancel(), self._loop).result(30)
+        asyncio.run_coroutine_threadsafe(cancel(), self._loop).result(60)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
