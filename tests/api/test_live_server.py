@@ -188,7 +188,19 @@ def sync_server(live_server_proc, tmp_path_factory):
     are certain to be spread over both processes."""
     from tests.conftest import start_server, stop_server
 
+    import socket
+
     server = start_server(tmp_path_factory.mktemp("sync-server"), "--worker-class", "sync")
+    # The server answers once one worker is up. Hold that worker with a request head that never
+    # ends, so the next request is answered only when the other worker is up too.
+    held = socket.create_connection(server.host_port, timeout=60)
+    try:
+        held.sendall(b"GET /_matrix/key/v2/server HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(0.2)  # accepted by the worker that is up
+        response, _ = _request(server, "GET", "/_matrix/key/v2/server", None)
+        assert response.status == 200
+    finally:
+        held.close()
     yield server
     stop_server(server)
 
