@@ -39,8 +39,17 @@ class OutboundBlocked(OutboundError):
 
 
 class Deadline:
-    def __init__(self, seconds: float):
-        self.at = time.monotonic() + seconds
+    """The time an outbound exchange may take in total; with `first_answer_seconds`, a shorter
+    time for its first answer (the status line of a 200), after which the total applies."""
+
+    def __init__(self, seconds: float, *, first_answer_seconds: float | None = None):
+        now = time.monotonic()
+        self._total_at = now + seconds
+        self.at = self._total_at if first_answer_seconds is None else min(self._total_at, now + first_answer_seconds)
+        self.answered_yet = first_answer_seconds is None
+
+    def answered(self) -> None:
+        self.at, self.answered_yet = self._total_at, True
 
     def remaining(self) -> float:
         return self.at - time.monotonic()

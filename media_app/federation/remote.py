@@ -197,23 +197,23 @@ def _failures_published(flight: singleflight.Flight, server_name: str, media_id:
 def _fetch_as_owner(flight: singleflight.Flight, server_name: str, media_id: str, *,
                     timeout_ms: int | None = None) -> FetchedRemote:
     """Fetch as the flight's owner; on failure the flight ends with it. `timeout_ms` is the
-    patience of the request doing the fetch (None: a worker's, the full deadline)."""
+    patience of the request doing the fetch (None: a worker's, the full deadline for all)."""
     try:
         slot = ratelimit.acquire_origin_slot(server_name, hold_seconds=media_settings.REMOTE_FETCH_DEADLINE_SECONDS + 30)
     except BaseException:
         singleflight.abandon(flight)  # the origin is busy, not broken: nothing to remember
         raise
-    seconds = media_settings.REMOTE_FETCH_DEADLINE_SECONDS
-    if timeout_ms is not None:
-        seconds = min(seconds, max(1.0, timeout_ms / 1000))
-    # A timeout set by one impatient client says nothing about the origin: not cached.
-    client_bound = seconds < media_settings.REMOTE_FETCH_DEADLINE_SECONDS
+    # The client's timeout_ms bounds the wait for the origin to start answering, as the spec
+    # words it; the transfer itself has the whole deadline.
+    deadline = client.Deadline(media_settings.REMOTE_FETCH_DEADLINE_SECONDS,
+                               first_answer_seconds=None if timeout_ms is None else max(1.0, timeout_ms / 1000))
     try:
         with _failures_published(flight, server_name, media_id, ttl=media_settings.REMOTE_FAILURE_CACHE_SECONDS):
             try:
-                fetched = _fetch(server_name, media_id, client.Deadline(seconds))
+                fetched = _fetch(server_name, media_id, deadline)
             except errors.RemoteTimeout:
-                if client_bound:
+                if not deadline.answered_yet:
+                    # One impatient client's timeout says nothing about the origin: not cached.
                     singleflight.publish_failure(flight, errors.RemoteTimeout())
                 raise
     finally:
@@ -292,6 +292,7 @@ def _download(target: client.Target, server_name: str, media_id: str, deadline: 
     auth = xmatrix.authorization_header(method="GET", uri=path, destination=server_name)
     with client.request("GET", target, path, headers={"Authorization": auth}, deadline=deadline) as response:
         if response.status == 200:
+            deadline.answered()
             declared = response.content_length
             if declared is not None and declared > media_settings.MAX_UPLOAD_SIZE_BYTES + MULTIPART_OVERHEAD_BYTES:
                 raise errors.MediaTooLarge()
@@ -310,6 +311,7 @@ def _download(target: client.Target, server_name: str, media_id: str, deadline: 
     with client.request("GET", target, legacy, deadline=deadline, follow_redirects=True) as response:
         if response.status != 200:
             _raise_for(response.status, _errcode(response))
+        deadline.answered()
         return _body_of(response)
 
 

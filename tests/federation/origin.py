@@ -148,6 +148,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"x" * sent)
             self.close_connection = True
+        elif behaviour == "trickle":  # args: body, seconds: answers at once, sends it in 10 pieces over that time
+            body, seconds = args
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            step = -(-len(body) // 10)
+            for start in range(0, len(body), step):
+                self.wfile.write(body[start:start + step])
+                self.wfile.flush()
+                time.sleep(seconds / 10)
         elif behaviour == "drip":  # one byte every args[0] seconds, for ever
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")

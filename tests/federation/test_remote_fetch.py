@@ -409,6 +409,15 @@ def test_a_waiter_takes_the_fetch_over_when_its_owner_goes_away(in_web, alice_cl
     assert in_web.count(media_id) == 1
 
 
+def test_timeout_ms_bounds_the_wait_for_the_origin_to_answer_not_the_transfer(in_web, alice_client):
+    data = secrets.token_bytes(50_000)
+    media_id = in_web.on(new_id(), "trickle", data, 1.5)  # answers at once, then 1.5 s of bytes
+    started = time.monotonic()
+    response = get(alice_client, "origin.test", media_id, timeout_ms=1000)
+    assert response.status_code == 200, response.content
+    assert body_of(response) == data and time.monotonic() - started >= 1.3
+
+
 def test_a_timeout_set_by_an_impatient_client_is_not_remembered_against_the_origin(in_web, alice_client):
     data = b"slow but fine"
     media_id = in_web.on(new_id(), "bytes", data, None, 1.5)
