@@ -33,6 +33,13 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not :memory:, so a gunicorn started by the tests can share the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+else:
+    # The flush between tests TRUNCATEs the tables while a server the tests started may still be
+    # writing two of them in one transaction (its access batch, a request finishing): a deadlock.
+    # PostgreSQL aborts the session that checks first; waiting longer here before checking makes
+    # the server's transaction the one aborted (it retries), not the test's flush.
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["options"] = (_options.get("options", "") + " -c deadlock_timeout=10s").strip()
 
 # Serve static files from the finders: tests do not run collectstatic.
 WHITENOISE_USE_FINDERS = True
