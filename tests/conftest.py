@@ -111,6 +111,20 @@ def body_of(response) -> bytes:
     return b"".join(response.streaming_content) if response.streaming else response.content
 
 
+def stored_media(server_name: str, media_id: str, timeout: float = 30):
+    """The media row, once it exists. Remote media fetched by a request is stored when that
+    request's answer has gone out, so the row may follow the answer by a moment."""
+    from media_app.models import Media
+
+    deadline = time.monotonic() + timeout
+    while True:
+        media = Media.objects.filter(server_name=server_name, media_id=media_id).first()
+        if media is not None or time.monotonic() > deadline:
+            assert media is not None, f"{server_name}/{media_id} was never stored"
+            return media
+        time.sleep(0.05)
+
+
 def png_bytes(width=8, height=8, mode="RGB", color=(255, 0, 0)) -> bytes:
     buf = io.BytesIO()
     Image.new(mode, (width, height), color).save(buf, "PNG")

@@ -20,7 +20,7 @@ from django.db import connection
 
 from media_app.federation import multipart
 from media_app.models import Media, MediaEvent
-from tests.conftest import png_bytes
+from tests.conftest import png_bytes, stored_media
 
 pytestmark = pytest.mark.server
 
@@ -48,18 +48,6 @@ def x_matrix(key, *, origin: str, destination: str, uri: str, method: str = "GET
     return f'X-Matrix origin="{origin}",destination="{destination}",key="ed25519:{key.version}",sig="{sig}"'
 
 
-def stored_on_a(server_name: str, media_id: str) -> Media:
-    """A's row for cached remote media. The request that fetched it stores it once its own
-    answer has gone out, so the row may follow the answer by a moment."""
-    deadline = time.monotonic() + 30
-    while True:
-        media = Media.objects.filter(server_name=server_name, media_id=media_id).first()
-        if media is not None or time.monotonic() > deadline:
-            assert media is not None, f"{server_name}/{media_id} was never stored"
-            return media
-        time.sleep(0.05)
-
-
 def a_signing_key(a):
     with open(Path(a.data_dir) / "signing.key") as fh:
         return read_signing_keys(fh)[0]
@@ -76,7 +64,7 @@ def test_a_fetches_b_media_over_signed_federation_and_caches_it(pair, make_user,
     assert status == 200, (body, a.log()[-3000:])
     assert body == data
     assert headers["Content-Type"] == "image/png"
-    media = stored_on_a("b.test", mxc.split("/")[1])
+    media = stored_media("b.test", mxc.split("/")[1])
     assert media.origin == "remote" and media.upload_name == "red.png"
     assert MediaEvent.objects.filter(event_type="media.remote_cached", media_id=media.media_id).count() == 1
     # B saw a signed federation request from A (its access log names the path).
@@ -231,5 +219,5 @@ def test_who_is_answered_while_the_fetched_bytes_cannot_be_stored_yet(pair, fed_
     second.join(timeout=30)
     assert results["first"][0] == 200 and results["first"][2] == data
     assert results["second"][0] == 200 and results["second"][2] == data
-    assert stored_on_a("origin.test", media_id).status == "stored"
+    assert stored_media("origin.test", media_id).status == "stored"
     assert fed_origin.count(media_id) == 1

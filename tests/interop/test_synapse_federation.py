@@ -9,8 +9,7 @@ import urllib.request
 import pytest
 from PIL import Image
 
-from media_app.models import Media
-from tests.conftest import _database_url, _free_port, png_bytes, start_server, stop_server
+from tests.conftest import _database_url, _free_port, png_bytes, start_server, stop_server, stored_media
 from tests.interop.synapse import start_synapse
 from tests.interop.tlsproxy import TlsProxy
 
@@ -120,7 +119,7 @@ def test_we_fetch_synapse_media_over_signed_federation(live_world, make_user, ma
                                  headers={"Authorization": f"Bearer {token}"})
     assert status == 200, (body, server.log()[-4000:], synapse.log()[-4000:])
     assert body == data
-    media = Media.objects.get(server_name="synapse.test", media_id=mxc.split("/")[1])
+    media = stored_media("synapse.test", mxc.split("/")[1])
     assert media.origin == "remote" and media.upload_name == "theirs.png"
     # Synapse accepted our X-Matrix signature: the federation endpoint answered, no fallback.
     assert f"/_matrix/federation/v1/media/download/{media.media_id}" in live_world["proxy"].access_log()
