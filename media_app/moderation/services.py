@@ -247,7 +247,7 @@ def server_media_quarantine(*, server_name: str, moderator, reason: str = "") ->
 def media_quarantine_on_arrival(*, media: Media, blob: Blob) -> Media:
     """Called, inside the transaction that records new media, with its (locked or new) Blob:
     bytes under hash-level quarantine arrive quarantined, whichever path brought them."""
-    quarantined = blob.quarantined or QuarantinedContent.objects.filter(sha256=blob.sha256).exists()
+    quarantined = blob.quarantined or content_is_quarantined(sha256=blob.sha256)
     if not quarantined:
         return media
     if not blob.quarantined:

@@ -17,6 +17,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from .. import errors, storage
 from ..conf import media_settings
 from ..models import Blob, BlobIntegrity
+from ..moderation.services import content_is_quarantined
 
 logger = logging.getLogger(__name__)
 
@@ -24,12 +25,6 @@ logger = logging.getLogger(__name__)
 class BlobQuarantined(Exception):
     """A rendition's bytes match quarantined content: it is not stored. (Media whose bytes are
     quarantined is recorded, and arrives quarantined: see blob_store_and_record.)"""
-
-
-def _hash_quarantined(sha256: str) -> bool:
-    from ..moderation.models import QuarantinedContent
-
-    return QuarantinedContent.objects.filter(sha256=sha256).exists()
 
 
 @dataclass
@@ -213,7 +208,7 @@ def blob_store_and_record(*, received: Received, record, thumbnail: bool = False
     """
     key = storage.blob_key(received.sha256)
     if not received.durable:
-        _fsync_path(received.path)
+        storage.fsync_path(received.path)
         received.durable = True
     stored_in = None
     try:
@@ -247,7 +242,7 @@ def blob_store_and_record(*, received: Received, record, thumbnail: bool = False
                             key=key,
                             # Content quarantined earlier, whose bytes were since reclaimed: the
                             # ban outlives the row, so the new row is born quarantined.
-                            quarantined=_hash_quarantined(received.sha256),
+                            quarantined=content_is_quarantined(sha256=received.sha256),
                         )
                         if not storage.backend(stored_in).exists(key):
                             storage.backend(stored_in).put(key, received.path, keep_source=True)
@@ -262,14 +257,6 @@ def blob_store_and_record(*, received: Received, record, thumbnail: bool = False
         if stored_in is not None:
             _remove_if_unrecorded(alias=stored_in, key=key, sha256=received.sha256, size=received.size)
         raise
-
-
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_if_unrecorded(*, alias: str, key: str, sha256: str, size: int) -> None:

@@ -23,11 +23,11 @@ from .base import COPY_CHUNK_BYTES, MediaBackend, StoredFile
 from .filesystem import FileSystemBackend
 from .presign import download_redirect
 from .s3 import S3Backend
-from .tempfiles import TempFile, new_temp_file, temp_dir, temp_files_sweep
+from .tempfiles import TempFile, fsync_path, new_temp_file, temp_dir, temp_files_sweep
 
 __all__ = [
     "COPY_CHUNK_BYTES", "MediaBackend", "StoredFile", "TempFile", "backend", "backend_for_new_blobs",
-    "blob_key", "copy_blob", "download_redirect", "new_temp_file", "sha256_of_key", "temp_dir",
+    "blob_key", "copy_blob", "download_redirect", "fsync_path", "new_temp_file", "sha256_of_key", "temp_dir",
     "temp_files_sweep",
 ]
 

@@ -12,15 +12,7 @@ from pathlib import Path
 
 from .base import COPY_CHUNK_BYTES, MediaBackend, StoredFile
 from .failures import guard
-from .tempfiles import unlink_quietly
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from .tempfiles import fsync_path, unlink_quietly
 
 
 class _Window:
@@ -92,7 +84,7 @@ class FileSystemBackend(MediaBackend):
                 raise
             if not keep_source:
                 os.unlink(src_path)
-        _fsync_dir(directory)
+        fsync_path(directory)
 
     def delete(self, key: str) -> None:
         with guard():

@@ -39,6 +39,15 @@ def unlink_quietly(path: str) -> None:
         pass
 
 
+def fsync_path(path: str) -> None:
+    """fsync a file or a directory by its path (a directory: so a rename into it is durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _owner_pid(name: str) -> int | None:
     parts = name.split("-")
     if len(parts) >= 3 and parts[0] + "-" == TEMP_PREFIX and parts[1].isdigit():
