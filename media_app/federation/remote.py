@@ -87,7 +87,9 @@ def remote_media_get(*, server_name: str, media_id: str, timeout_ms: int, reques
 
 def _get_in_process(key: str, server_name: str, media_id: str, timeout_ms: int, defer_store: bool):
     # The first requester does the work itself: a hop through the task queue would only add its
-    # latency to the one request that has to wait for the origin anyway.
+    # latency to the one request that has to wait for the origin anyway. This is run_once's loop
+    # except for when the flight ends: run_once publishes as soon as compute returns, here the
+    # owner's FetchedRemote publishes once stored, after its own answer has gone out.
     # The caller has just looked the media up; it is looked up again only once this request owns
     # the flight, in case an owner before it stored it meanwhile.
     wait_until = time.monotonic() + timeout_ms / 1000
