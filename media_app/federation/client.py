@@ -8,8 +8,16 @@ redirect hop is a new connection through the same code. Redirects are followed b
 MAX_REDIRECTS, http and https only), bodies are never inflated (`Accept-Encoding: identity`,
 a response that is encoded anyway is refused), and every read is bounded by the read timeout
 and the caller's total deadline.
+
+Connections are kept alive and reused per target (host, port, scheme and TLS name), as
+federating servers do: a fetch from an origin already talked to skips the TCP and TLS
+handshakes. A reused connection's peer is checked again before every request, so the guard
+holds per request and not only per connect; a response not read to its end closes its
+connection instead of returning it, so no stale bytes can be taken for the next answer.
 """
+import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -17,13 +25,18 @@ from urllib.parse import urljoin, urlsplit
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NameResolutionError, NewConnectionError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NameResolutionError, NewConnectionError, ProtocolError
 
 from ..conf import media_settings
 from . import addresses
 
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Targets with idle connections kept per process (the least recently used are closed), and idle
+# connections kept per target: as many as a process has threads fetching at once, so a busy
+# origin does not see a connection made and dropped per request.
+KEPT_TARGETS = 64
+KEPT_CONNECTIONS_PER_TARGET = 8
 
 
 class OutboundError(Exception):
@@ -59,10 +72,20 @@ class Deadline:
             raise OutboundTimeout("Total deadline passed")
 
 
+_this_request = threading.local()
+
+
 class _Guarded:
-    """Mixed into urllib3's connections: resolve, filter, connect, verify the peer."""
+    """Mixed into urllib3's connections: resolve, filter, connect, verify the peer; and verify
+    it again before each request on a kept-alive connection."""
+
+    def request(self, *args, **kwargs):
+        if self.sock is not None:
+            addresses.check(self.sock.getpeername()[0])
+        return super().request(*args, **kwargs)
 
     def _new_conn(self) -> socket.socket:
+        _this_request.connected = True
         try:
             infos = socket.getaddrinfo(self._dns_host, self.port, 0, socket.SOCK_STREAM)
         except socket.gaierror as exc:
@@ -141,8 +164,8 @@ class Target:
 class Response:
     """A streamed response: `read(n)` never waits past the read timeout or the deadline."""
 
-    def __init__(self, raw: urllib3.HTTPResponse, pool, deadline: Deadline, url: str):
-        self.raw, self._pool, self.deadline, self.url = raw, pool, deadline, url
+    def __init__(self, raw: urllib3.HTTPResponse, deadline: Deadline, url: str):
+        self.raw, self.deadline, self.url = raw, deadline, url
         self.status = raw.status
         self.headers = raw.headers
 
@@ -176,9 +199,11 @@ class Response:
         return b"".join(chunks)
 
     def close(self) -> None:
-        self.raw.release_conn()
+        # Read to its end, the response has already given its connection back for reuse (and
+        # close() has nothing left to close); otherwise the connection is closed first, so the
+        # pool gets it back closed and connects anew next time.
         self.raw.close()
-        self._pool.close()
+        self.raw.release_conn()
 
     def __enter__(self):
         return self
@@ -187,16 +212,46 @@ class Response:
         self.close()
 
 
-def _pool_for(target: Target, read_timeout: float):
-    timeout = urllib3.Timeout(connect=media_settings.OUTBOUND_CONNECT_TIMEOUT_SECONDS, read=read_timeout)
+class _PoolManager(urllib3.PoolManager):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # Set after urllib3's __init__, which sets its own: every pool must use the guarded connections.
+        self.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+_pools: tuple[int, _PoolManager] | None = None
+_pools_lock = threading.Lock()
+
+
+def _pool_for(target: Target):
+    global _pools
+    with _pools_lock:
+        # Per process: a forked child (gunicorn or Celery worker) must not share its parent's sockets.
+        if _pools is None or _pools[0] != os.getpid():
+            _pools = (os.getpid(), _PoolManager(num_pools=KEPT_TARGETS, maxsize=KEPT_CONNECTIONS_PER_TARGET,
+                                                block=False, retries=False))
+        manager = _pools[1]
+    tls = {}
     if target.scheme == "https":
-        ca = media_settings.FEDERATION_TLS_CA_FILE or None
-        return _HTTPSPool(
-            target.host, target.port, timeout=timeout, retries=False, maxsize=1,
-            server_hostname=target.tls_name, assert_hostname=target.tls_name,
-            cert_reqs="CERT_REQUIRED", ca_certs=ca,
-        )
-    return _HTTPPool(target.host, target.port, timeout=timeout, retries=False, maxsize=1)
+        tls = {"server_hostname": target.tls_name, "assert_hostname": target.tls_name, "cert_reqs": "CERT_REQUIRED",
+               "ca_certs": media_settings.FEDERATION_TLS_CA_FILE or None}
+    return manager.connection_from_host(target.host, target.port, target.scheme, pool_kwargs=tls)
+
+
+def _urlopen(pool, method: str, path: str, headers: dict, timeout: urllib3.Timeout):
+    for attempt in (1, 2):
+        _this_request.connected = False
+        try:
+            return pool.urlopen(method, path, headers=headers, timeout=timeout, redirect=False, retries=False,
+                                preload_content=False, decode_content=False, assert_same_host=False)
+        except ProtocolError as exc:
+            # A kept-alive connection the server closed, without a byte of answer, as the request
+            # went out (its idle timeout): once more, on a new connection. A new connection
+            # failing, or any answer at all, is the origin's.
+            closed = len(exc.args) > 1 and isinstance(exc.args[1], (ConnectionResetError, BrokenPipeError))
+            if attempt == 1 and closed and not _this_request.connected:
+                continue
+            raise
 
 
 def request(method: str, target: Target, path: str, *, headers: dict | None = None,
@@ -206,25 +261,21 @@ def request(method: str, target: Target, path: str, *, headers: dict | None = No
     while True:
         deadline.check()
         read_timeout = max(0.1, min(media_settings.OUTBOUND_READ_TIMEOUT_SECONDS, deadline.remaining()))
-        pool = _pool_for(target, read_timeout)
+        timeout = urllib3.Timeout(connect=media_settings.OUTBOUND_CONNECT_TIMEOUT_SECONDS, read=read_timeout)
+        pool = _pool_for(target)
         sent = {"Host": target.host_header, "Accept-Encoding": "identity", "User-Agent": "Mediasite",
                 **(headers or {})}
         try:
-            raw = pool.urlopen(method, path, headers=sent, redirect=False, retries=False,
-                               preload_content=False, decode_content=False, assert_same_host=False)
+            raw = _urlopen(pool, method, path, sent, timeout)
         except addresses.AddressBlocked as exc:
-            pool.close()
             raise OutboundBlocked(f"Refused to connect to a non-public address ({exc})") from None
         except NewConnectionError as exc:  # a ConnectTimeoutError subclass in urllib3, but not a timeout
-            pool.close()
             raise OutboundError(f"Could not connect to {target.host_header}") from exc
         except (ConnectTimeoutError, urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
-            pool.close()
             raise OutboundTimeout(f"Timed out talking to {target.host_header}") from exc
         except (OSError, HTTPError) as exc:
-            pool.close()
             raise OutboundError(f"Could not reach {target.host_header}: {exc.__class__.__name__}") from exc
-        response = Response(raw, pool, deadline, target.url(path))
+        response = Response(raw, deadline, target.url(path))
         encoding = (response.header("Content-Encoding") or "identity").strip().lower()
         if encoding != "identity":
             response.close()

@@ -1,6 +1,7 @@
 """A small HTTP origin for the federation tests: it speaks the legacy media download endpoint
 (and answers M_UNRECOGNIZED on the federation one, like a server predating it), and can be
-told to behave badly per media ID. It counts connections and requests per media ID."""
+told to behave badly per media ID. It counts connections and requests per media ID, and keeps
+connections alive between requests (HTTP/1.1) unless a behaviour closes them."""
 import collections
 import gzip
 import json
@@ -81,6 +82,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):  # noqa: C901 - one branch per behaviour
+        self.requests_on_connection = getattr(self, "requests_on_connection", 0) + 1
         path = self.path.split("?", 1)[0]
         if path.startswith("/_matrix/federation/"):
             media_id = path.rsplit("/", 1)[-1]
@@ -91,6 +93,9 @@ class _Handler(BaseHTTPRequestHandler):
             with self.origin._lock:
                 self.origin.hits[media_id] += 1
                 self.origin.authorizations.append(self.headers.get("Authorization"))
+            if behaviour == "federation_hangup":  # the connection closed without an answer
+                self.close_connection = True
+                return
             self._federation(behaviour, *args)
             return
         media_id = path.rstrip("/").rsplit("/", 1)[-1]
@@ -185,6 +190,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+        elif behaviour == "late_body":  # args: body, seconds between the head and the body
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(args[0])))
+            self.end_headers()
+            self.wfile.flush()
+            time.sleep(args[1])
+            try:
+                self.wfile.write(args[0])
+            except OSError:
+                pass
+        elif behaviour == "hangup_when_reused":  # args: body; closed unanswered unless on a new connection
+            if self.requests_on_connection > 1:
+                self.close_connection = True
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(args[0])))
+            self.end_headers()
+            self.wfile.write(args[0])
         elif behaviour == "error":
             self._json(args[0] if args else 500, {"errcode": "M_UNKNOWN", "error": "broken"})
         else:

@@ -426,3 +426,53 @@ def test_a_timeout_set_by_an_impatient_client_is_not_remembered_against_the_orig
     response = get(alice_client, "origin.test", media_id)
     assert response.status_code == 200 and body_of(response) == data
     assert in_web.count(media_id) == 2
+
+
+@pytest.fixture
+def own_origin(transactional_db):
+    """An origin of the test's own, so its connection count starts from nothing."""
+    server = Origin("127.0.0.2")
+    with _configured(server, in_worker=False):
+        yield server
+    server.stop()
+
+
+def test_connections_to_an_origin_are_kept_alive_and_reused(own_origin, alice_client):
+    for _ in range(3):
+        data = secrets.token_bytes(1000)
+        assert body_of(get(alice_client, "origin.test", own_origin.on(new_id(), "bytes", data))) == data
+    assert own_origin.connections == 1
+
+
+def test_a_response_not_read_to_its_end_does_not_leave_its_connection_for_the_next_request(own_origin, alice_client):
+    # Refused on its Content-Length, before its body (sent a little later) has arrived.
+    too_large = own_origin.on(new_id(), "late_body", b"x" * ((1 << 20) + 1), 0.5)
+    assert get(alice_client, "origin.test", too_large).status_code == 413
+    data = secrets.token_bytes(1000)
+    assert body_of(get(alice_client, "origin.test", own_origin.on(new_id(), "bytes", data))) == data
+    assert own_origin.connections == 2
+
+
+def test_a_kept_alive_connection_the_origin_closed_is_replaced_once(own_origin, alice_client):
+    assert get(alice_client, "origin.test", own_origin.on(new_id(), "bytes", b"first")).status_code == 200
+    media_id = own_origin.on(new_id(), "hangup_when_reused", b"second")
+    response = get(alice_client, "origin.test", media_id)
+    assert response.status_code == 200, response.content
+    assert body_of(response) == b"second"
+    assert own_origin.count(media_id) == 2 and own_origin.connections == 2
+
+
+def test_an_origin_hanging_up_on_a_new_connection_is_not_asked_again(own_origin, alice_client):
+    media_id = own_origin.on(new_id(), "federation_hangup")
+    response = get(alice_client, "origin.test", media_id)
+    assert response.status_code == 502 and response.json()["code"] == "REMOTE_FETCH_FAILED"
+    assert own_origin.count(media_id) == 1
+
+
+def test_a_kept_alive_connection_is_checked_against_the_address_rules_again_before_reuse(own_origin, alice_client):
+    assert get(alice_client, "origin.test", own_origin.on(new_id(), "bytes", b"allowed")).status_code == 200
+    media_id = own_origin.on(new_id(), "bytes", b"no longer allowed")
+    with override_settings(MEDIASITE={**django_settings.MEDIASITE, "OUTBOUND_ALLOWLIST": ["127.0.0.3/32"]}):
+        response = get(alice_client, "origin.test", media_id)
+    assert response.status_code == 502
+    assert own_origin.count(media_id) == 0
