@@ -8,7 +8,8 @@ from media_app import errors
 from media_app.services.blobs import _PipelinedSha256, receive_body
 
 
-@pytest.mark.parametrize("sizes", [[], [0], [5], [1 << 20], [1 << 20] * 9 + [17], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]])
+@pytest.mark.parametrize("sizes", [[], [0], [5], [1 << 20], [1 << 20] * 9 + [17], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+                                   [700_000, 700_000, 5], [65536] * 40])
 def test_pipelined_hash_equals_hashlib(sizes):
     chunks = [os.urandom(n) for n in sizes]
     hasher = _PipelinedSha256()

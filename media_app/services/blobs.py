@@ -50,28 +50,30 @@ class _PipelinedSha256:
 
     SHA-256 is slower than receiving or writing the same bytes, so on one thread it would set
     the pace of a big upload; hashlib releases the GIL, so a second thread takes it off the
-    critical path. A body of one chunk never starts the thread. At most QUEUE_DEPTH chunks
-    wait, so memory stays bounded (see receive_body for the total).
+    critical path. The first INLINE_BYTES are hashed in the calling thread: for a small body
+    (one arriving in many small reads, as from a socket) a thread and its hand-offs cost more
+    than the hashing. At most QUEUE_DEPTH chunks wait, so memory stays bounded (see
+    receive_body for the total).
     """
 
     QUEUE_DEPTH = 4
+    INLINE_BYTES = 1 << 20
 
     def __init__(self):
         self._digest = hashlib.sha256()
-        self._first: bytes | None = None
+        self._inline = 0
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
 
     def update(self, data: bytes) -> None:
         if self._thread is None:
-            if self._first is None:
-                self._first = data
+            if self._inline + len(data) <= self.INLINE_BYTES:
+                self._inline += len(data)
+                self._digest.update(data)
                 return
             self._queue = queue.Queue(self.QUEUE_DEPTH)
             self._thread = threading.Thread(target=self._run, name="upload-sha256", daemon=True)
             self._thread.start()
-            self._queue.put(self._first)
-            self._first = None
         self._queue.put(data)
 
     def _run(self) -> None:
@@ -87,9 +89,6 @@ class _PipelinedSha256:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
-        elif self._first is not None:
-            self._digest.update(self._first)
-            self._first = None
 
 
 class BodyReceiver:

@@ -5,17 +5,19 @@ connections alive between requests (HTTP/1.1) unless a behaviour closes them."""
 import collections
 import gzip
 import json
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Origin:
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", *, port: int = 0, tls: ssl.SSLContext | None = None):
         self.behaviours: dict[str, tuple] = {}
         self.hits: collections.Counter = collections.Counter()
         self.connections = 0
         self.authorizations: list = []
+        self.host_headers: list = []
         self.thumbnail_queries: list = []
         self._lock = threading.Lock()
         origin = self
@@ -34,9 +36,11 @@ class Origin:
             pass
 
         Handler.origin = origin
-        self.server = Server((host, 0), Handler)
+        self.server = Server((host, port), Handler)
+        if tls is not None:  # the handshake happens as each connection is accepted
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
-        self.url = f"http://{host}:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://{host}:{self.port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def on(self, media_id: str, behaviour: str, *args) -> str:
@@ -83,6 +87,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: C901 - one branch per behaviour
         self.requests_on_connection = getattr(self, "requests_on_connection", 0) + 1
+        with self.origin._lock:
+            self.origin.host_headers.append(self.headers.get("Host"))
         path = self.path.split("?", 1)[0]
         if path.startswith("/_matrix/federation/"):
             media_id = path.rsplit("/", 1)[-1]
@@ -208,6 +214,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(args[0])))
             self.end_headers()
             self.wfile.write(args[0])
+        elif behaviour == "json":  # args: status, body (e.g. /.well-known/matrix/server, "on" as "server")
+            self._json(args[0], args[1])
         elif behaviour == "error":
             self._json(args[0] if args else 500, {"errcode": "M_UNKNOWN", "error": "broken"})
         else:

@@ -1,6 +1,6 @@
 """SRV discovery against a real DNS server on loopback: dnspython's resolver asks it over UDP,
 so the query, the answer's parsing, the order of the records and the caching are the code's own.
-(.well-known is substituted: it needs a public name with a certificate.)"""
+(.well-known over real TLS: test_discovery_well_known.py.)"""
 import collections
 import secrets
 import socket
