@@ -4,6 +4,7 @@ single byte ranges and HEAD, with zero-copy sendfile when the bytes are on local
 import io
 import logging
 import re
+import threading
 from urllib.parse import quote
 
 from django.http import FileResponse, HttpResponse
@@ -177,44 +178,32 @@ def _serving_headers(media_type: str, filename: str | None, etag: str) -> dict:
     }
 
 
-class _ThenOnClose(io.FileIO):
-    """A file that calls `then()` once, after it is closed: when the response using it is
-    finished, whether the client read it all or went away."""
+class _JoinOnClose(io.FileIO):
+    """A file whose close() also waits for a thread: the response using it is finished only once
+    the work beside it is, so the worker thread is not handed its next request before."""
 
-    def __init__(self, path: str, then):
-        super().__init__(path, "r")
-        self._then = then
+    thread: threading.Thread | None = None
 
     def close(self):
         try:
             super().close()
         finally:
-            then, self._then = self._then, None
-            if then is not None:
-                then()
+            thread, self.thread = self.thread, None
+            if thread is not None:
+                thread.join()
 
 
 def serve_fetched(request, fetched, *, filename: str | None = None) -> HttpResponse:
     """Remote media this request has just fetched (a federation.remote.FetchedRemote), answered
-    from its checked temp file. It is stored, and the requests waiting for it released, when the
-    response closes: its own client does not wait for the durable write."""
+    from its checked temp file while it is stored beside the answer: its own client does not
+    wait for the durable write, and the requests waiting for it do not wait for that client."""
     user = request.user
-
-    def store():
-        # Runs as the response closes, where Django would swallow an exception unseen.
-        try:
-            media = fetched.store()
-            download.media_record_retrieval(media=media, downloader=user)
-        except errors.MediasiteError:
-            pass  # logged and answered to the waiters by the fetch's owner
-        except Exception:
-            logger.exception("Storing fetched remote media %s/%s failed", fetched.server_name, fetched.media_id)
-
     try:
-        fh = _ThenOnClose(fetched.received.path, store)
+        fh = _JoinOnClose(fetched.received.path, "r")  # before the store moves or removes the file
     except BaseException:
-        store()
+        fetched.store_soon()
         raise
+    fh.thread = fetched.store_soon(then=lambda media: download.media_record_retrieval(media=media, downloader=user))
     name = filename or fetched.filename
     return serve_open_file(request, fh, media_type=fetched.media_type, size=fetched.received.size,
                            sha256=fetched.received.sha256, filename=name)

@@ -81,7 +81,12 @@ class _Guarded:
 
     def request(self, *args, **kwargs):
         if self.sock is not None:
-            addresses.check(self.sock.getpeername()[0])
+            try:
+                peer = self.sock.getpeername()[0]
+            except OSError:
+                self.close()  # reset while idle: the request connects anew, through _new_conn
+            else:
+                addresses.check(peer)
         return super().request(*args, **kwargs)
 
     def _new_conn(self) -> socket.socket:
@@ -219,18 +224,27 @@ class _PoolManager(urllib3.PoolManager):
         self.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
-_pools: tuple[int, _PoolManager] | None = None
+_pools: _PoolManager | None = None
 _pools_lock = threading.Lock()
+
+
+def _forget_pools_after_fork() -> None:
+    # A forked child (gunicorn or Celery worker) must not share its parent's sockets, nor inherit
+    # the lock as another thread of the parent may have held it.
+    global _pools, _pools_lock
+    _pools, _pools_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pools_after_fork)
 
 
 def _pool_for(target: Target):
     global _pools
     with _pools_lock:
-        # Per process: a forked child (gunicorn or Celery worker) must not share its parent's sockets.
-        if _pools is None or _pools[0] != os.getpid():
-            _pools = (os.getpid(), _PoolManager(num_pools=KEPT_TARGETS, maxsize=KEPT_CONNECTIONS_PER_TARGET,
-                                                block=False, retries=False))
-        manager = _pools[1]
+        if _pools is None:
+            _pools = _PoolManager(num_pools=KEPT_TARGETS, maxsize=KEPT_CONNECTIONS_PER_TARGET, block=False,
+                                  retries=False)
+        manager = _pools
     tls = {}
     if target.scheme == "https":
         tls = {"server_hostname": target.tls_name, "assert_hostname": target.tls_name, "cert_reqs": "CERT_REQUIRED",
@@ -238,18 +252,24 @@ def _pool_for(target: Target):
     return manager.connection_from_host(target.host, target.port, target.scheme, pool_kwargs=tls)
 
 
-def _urlopen(pool, method: str, path: str, headers: dict, timeout: urllib3.Timeout):
+def _timeout(deadline: Deadline) -> urllib3.Timeout:
+    read = max(0.1, min(media_settings.OUTBOUND_READ_TIMEOUT_SECONDS, deadline.remaining()))
+    return urllib3.Timeout(connect=media_settings.OUTBOUND_CONNECT_TIMEOUT_SECONDS, read=read)
+
+
+def _urlopen(pool, method: str, path: str, headers: dict, deadline: Deadline):
     for attempt in (1, 2):
         _this_request.connected = False
         try:
-            return pool.urlopen(method, path, headers=headers, timeout=timeout, redirect=False, retries=False,
-                                preload_content=False, decode_content=False, assert_same_host=False)
+            return pool.urlopen(method, path, headers=headers, timeout=_timeout(deadline), redirect=False,
+                                retries=False, preload_content=False, decode_content=False, assert_same_host=False)
         except ProtocolError as exc:
-            # A kept-alive connection the server closed, without a byte of answer, as the request
-            # went out (its idle timeout): once more, on a new connection. A new connection
-            # failing, or any answer at all, is the origin's.
-            closed = len(exc.args) > 1 and isinstance(exc.args[1], (ConnectionResetError, BrokenPipeError))
-            if attempt == 1 and closed and not _this_request.connected:
+            # A kept-alive connection the server closed or reset before its status line (its
+            # idle timeout, as the request went out): a GET once more, within the same deadline,
+            # on another connection. A new connection failing is the origin's answer.
+            reset = len(exc.args) > 1 and isinstance(exc.args[1], ConnectionResetError)
+            if attempt == 1 and reset and not _this_request.connected and method in ("GET", "HEAD"):
+                deadline.check()
                 continue
             raise
 
@@ -260,13 +280,11 @@ def request(method: str, target: Target, path: str, *, headers: dict | None = No
     hops = 0
     while True:
         deadline.check()
-        read_timeout = max(0.1, min(media_settings.OUTBOUND_READ_TIMEOUT_SECONDS, deadline.remaining()))
-        timeout = urllib3.Timeout(connect=media_settings.OUTBOUND_CONNECT_TIMEOUT_SECONDS, read=read_timeout)
         pool = _pool_for(target)
         sent = {"Host": target.host_header, "Accept-Encoding": "identity", "User-Agent": "Mediasite",
                 **(headers or {})}
         try:
-            raw = _urlopen(pool, method, path, sent, timeout)
+            raw = _urlopen(pool, method, path, sent, deadline)
         except addresses.AddressBlocked as exc:
             raise OutboundBlocked(f"Refused to connect to a non-public address ({exc})") from None
         except NewConnectionError as exc:  # a ConnectTimeoutError subclass in urllib3, but not a timeout

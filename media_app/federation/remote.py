@@ -5,7 +5,8 @@ Request side (`remote_media_get`): blocked servers are refused before anything e
 failure is answered at once; otherwise the request that wins the flight fetches (in its own
 process, or through a Celery task with REMOTE_FETCH_IN_WORKER) and every other requester waits
 for the result (media_app.singleflight). The fetching request can answer its client from the
-checked temp file before the bytes are stored: only the waiters need the stored copy.
+checked temp file while the bytes are stored beside the answer: only the waiters need the
+stored copy.
 
 The fetch (`_fetch`): the federation endpoint, signed with X-Matrix, answering multipart/mixed
 (JSON, then the bytes or a Location); on M_UNRECOGNIZED, the legacy `/_matrix/media/v3/download`
@@ -17,11 +18,14 @@ import dataclasses
 import hashlib
 import json
 import logging
+import threading
 import time
+from collections.abc import Callable
 from email.message import Message
 from urllib.parse import urlencode
 
 from django.core.cache import caches
+from django.db import connections
 
 from .. import errors, events, selectors, singleflight
 from ..conf import media_settings
@@ -63,7 +67,7 @@ def remote_media_get(*, server_name: str, media_id: str, timeout_ms: int, reques
     enqueues a Celery task instead); every other requester, in any process, waits for the result
     up to `timeout_ms`. With `defer_store`, a fetch made by this very request comes back as a
     FetchedRemote: complete and checked, answerable from its temp file, and stored (then
-    announced to the waiters) when the caller calls `store()` once its answer has gone out.
+    announced to the waiters) when the caller calls `store()` or `store_soon()`.
     """
     if blocklist.is_blocked(server_name):
         raise errors.MediaServerBlocked()
@@ -89,7 +93,7 @@ def _get_in_process(key: str, server_name: str, media_id: str, timeout_ms: int, 
     # The first requester does the work itself: a hop through the task queue would only add its
     # latency to the one request that has to wait for the origin anyway. This is run_once's loop
     # except for when the flight ends: run_once publishes as soon as compute returns, here the
-    # owner's FetchedRemote publishes once stored, after its own answer has gone out.
+    # owner's FetchedRemote publishes once stored, which its caller starts as it answers.
     # The caller has just looked the media up; it is looked up again only once this request owns
     # the flight, in case an owner before it stored it meanwhile.
     wait_until = time.monotonic() + timeout_ms / 1000
@@ -149,8 +153,8 @@ def _get_through_worker(key: str, server_name: str, media_id: str, timeout_ms: i
 class FetchedRemote:
     """Remote bytes received and checked (size cap, type, pixels, quarantine), not stored yet.
 
-    The owner of the fetch's flight holds it; `store()` records the media and ends the flight,
-    waking every waiter. Until then the bytes are readable at `received.path`.
+    The owner of the fetch's flight holds it; `store()` (or `store_soon()`) records the media and
+    ends the flight, waking every waiter. Until then the bytes are readable at `received.path`.
     """
 
     server_name: str
@@ -173,6 +177,32 @@ class FetchedRemote:
             self.received.discard()
         singleflight.publish_done(self.flight)
         return self._media
+
+    def store_soon(self, then: Callable[[Media], None] | None = None) -> threading.Thread:
+        """Store in a thread of its own, starting now, then call `then(media)`; the thread is
+        returned to be joined.
+
+        For the request that fetched: it answers its client from a file it has opened on
+        `received.path` (still readable after the store has moved or removed the temp file),
+        while the waiters are released as soon as the bytes are stored — not when that client
+        has finished reading, which a slow client could put off for as long as it likes.
+        """
+        def run():
+            try:
+                media = self.store()
+                if then is not None:
+                    then(media)
+            except errors.MediasiteError:
+                pass  # logged and answered to the waiters by store()
+            except Exception:
+                logger.exception("Storing fetched remote media %s/%s failed", self.server_name, self.media_id)
+            finally:
+                connections.close_all()  # this thread's own database connections
+
+        # Not a daemon: a worker shutting down lets the store finish rather than abandon the flight.
+        thread = threading.Thread(target=run, name="remote-store")
+        thread.start()
+        return thread
 
 
 @contextlib.contextmanager

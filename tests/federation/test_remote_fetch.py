@@ -446,7 +446,7 @@ def test_connections_to_an_origin_are_kept_alive_and_reused(own_origin, alice_cl
 
 def test_a_response_not_read_to_its_end_does_not_leave_its_connection_for_the_next_request(own_origin, alice_client):
     # Refused on its Content-Length, before its body (sent a little later) has arrived.
-    too_large = own_origin.on(new_id(), "late_body", b"x" * ((1 << 20) + 1), 0.5)
+    too_large = own_origin.on(new_id(), "late_body", b"x" * ((1 << 20) + 1), 2.0)
     assert get(alice_client, "origin.test", too_large).status_code == 413
     data = secrets.token_bytes(1000)
     assert body_of(get(alice_client, "origin.test", own_origin.on(new_id(), "bytes", data))) == data
@@ -476,3 +476,28 @@ def test_a_kept_alive_connection_is_checked_against_the_address_rules_again_befo
         response = get(alice_client, "origin.test", media_id)
     assert response.status_code == 502
     assert own_origin.count(media_id) == 0
+    assert own_origin.connections == 1  # refused on the kept-alive connection, not on a new one
+
+
+def test_requests_waiting_for_a_fetch_do_not_wait_for_the_fetching_client_to_read(in_web, alice_client):
+    import concurrent.futures
+
+    from django.db import connections
+
+    data = secrets.token_bytes(300_000)
+    media_id = in_web.on(new_id(), "bytes", data)
+    first = alice_client.get(f"/_matrix/client/v1/media/download/origin.test/{media_id}")
+    assert first.status_code == 200  # answered; its client has not read a byte yet
+    def another_client():
+        try:
+            return get(alice_client, "origin.test", media_id, timeout_ms=5000)
+        finally:
+            connections.close_all()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # meanwhile
+        second = pool.submit(another_client).result()
+    assert second.status_code == 200, second.content
+    assert body_of(second) == data
+    # The first answer is whole, though its temp file was stored (and removed) meanwhile.
+    assert b"".join(first.streaming_content) == data
+    assert in_web.count(media_id) == 1

@@ -190,6 +190,10 @@ def media_inserts_blocked():
 def test_who_is_answered_while_the_fetched_bytes_cannot_be_stored_yet(pair, fed_origin, make_user, make_token):
     """In-web: the request that fetched is answered from its temp file while storing waits; the
     other requesters are released when the media is stored. In-worker: everyone waits for it."""
+    if connection.vendor != "postgresql":
+        # SQLite's one write lock also stops the writes a request makes before it fetches (the
+        # token's last use): there is no holding back media rows alone. CI runs this on PostgreSQL.
+        pytest.skip("needs a lock on the media table alone (PostgreSQL)")
     a, _b = pair
     in_worker = a.env["MEDIASITE_REMOTE_FETCH_IN_WORKER"] == "true"
     data = png_bytes(40, 40, color=(9, 8, 7))
