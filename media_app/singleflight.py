@@ -11,7 +11,10 @@ A flight is named by a key (a string; its meaning belongs to the caller). The pi
   another owner holds it. Raises the cached failure while one is cached for the key (see below).
   The claim is a *lease*: if the owner's process dies, the flight becomes free again by itself
   (Redis: the key expires after ``lease`` seconds; PostgreSQL and the file lock: the lock dies with
-  the owner's connection or process). An owner whose work outlasts ``lease`` calls ``renew``.
+  the owner's connection or process). An owner whose work outlasts ``lease`` calls ``renew``, or
+  claims with ``renew_for=`` seconds: the lease is then renewed in the background while the
+  owner's process lives, up to that long, so a short lease frees a crashed owner's flight soon
+  while a live owner keeps it for as long as its work may take.
 - ``publish_done(flight)``: the owner has stored its result where ``lookup`` finds it (committed);
   the flight ends and every waiter wakes. Call it only once the result is visible to others.
 - ``publish_failure(flight, error, ttl=0)``: the owner failed with ``error`` (a
@@ -128,12 +131,38 @@ class Flight:
     backend: Backend
     handle: Any = None  # the backend's hold on the flight (a connection, a file descriptor)
     ended: bool = False
+    renewing: threading.Event | None = None  # set to stop the background renewal
+
+
+def _renew_in_background(flight: Flight, lease: float, renew_for: float) -> None:
+    stop = flight.renewing = threading.Event()
+    until = time.monotonic() + renew_for
+
+    def run():
+        while not stop.wait(lease / 3):
+            if time.monotonic() >= until:
+                return
+            try:
+                flight.backend.renew(flight, lease)
+            except Exception:  # a passing Redis error: the next renewal comes before the lease ends
+                logger.warning("Could not renew the lease of flight %s", flight.key, exc_info=True)
+
+    threading.Thread(target=run, name="flight-lease", daemon=True).start()
+
+
+def _stop_renewing(flight: Flight) -> None:
+    if flight.renewing is not None:
+        flight.renewing.set()
 
 
 # --- the public API ---------------------------------------------------------------------------
 
-def claim(key: str, *, lease: float = 60.0) -> Flight | None:
-    return backend().claim(key, lease)
+def claim(key: str, *, lease: float = 60.0, renew_for: float = 0.0) -> Flight | None:
+    chosen = backend()
+    flight = chosen.claim(key, lease)
+    if flight is not None and renew_for > 0 and chosen.leases_expire:
+        _renew_in_background(flight, lease, renew_for)
+    return flight
 
 
 def renew(flight: Flight, *, lease: float = 60.0) -> None:
@@ -143,12 +172,14 @@ def renew(flight: Flight, *, lease: float = 60.0) -> None:
 def publish_done(flight: Flight) -> None:
     if not flight.ended:
         flight.ended = True
+        _stop_renewing(flight)
         flight.backend.end(flight, None, 0.0)
 
 
 def publish_failure(flight: Flight, error: errors.MediasiteError, *, ttl: float = 0.0) -> None:
     if not flight.ended:
         flight.ended = True
+        _stop_renewing(flight)
         flight.backend.end(flight, _error_payload(error), ttl)
 
 
@@ -261,6 +292,9 @@ def _digest(key: str) -> str:
 class Backend(abc.ABC):
     """What each deployment's backend provides; one subclass per deployment below."""
 
+    # Whether a claim ends by itself after its lease (else with the owner's connection or process).
+    leases_expire = False
+
     @abc.abstractmethod
     def claim(self, key: str, lease: float) -> Flight | None:
         """Own the flight for `key`, or None if a live owner has it; raise a cached failure."""
@@ -298,6 +332,8 @@ class _Waiter:
 
 
 class RedisBackend(Backend):
+    leases_expire = True
+
     # Claim: refused while a failure is cached; a new flight clears the previous one's failure.
     _CLAIM = """
     local cached = redis.call('GET', KEYS[3])

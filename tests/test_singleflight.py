@@ -241,6 +241,51 @@ def test_a_killed_owner_frees_the_flight_and_a_waiter_takes_over(flights, key):
             child.join(10)
 
 
+def _claim_renewed_and_hang(key, ready):
+    flight = singleflight.claim(key, lease=0.6, renew_for=60)  # the backend the test bound
+    ready.send(flight is not None)
+    time.sleep(600)
+
+
+def test_a_renewed_lease_keeps_a_live_owner_and_frees_a_killed_ones_flight_within_the_lease(flights, key):
+    parent_end, child_end = multiprocessing.Pipe()
+    child = multiprocessing.get_context("fork").Process(target=_claim_renewed_and_hang, args=(key, child_end))
+    child.start()
+    try:
+        assert parent_end.recv() is True
+        time.sleep(2.0)  # more than three leases
+        assert flights.claim(key) is None  # still its owner's
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(10)
+        started = time.monotonic()
+        with pytest.raises(errors.FlightAbandoned):
+            flights.wait(key, lookup=lambda: None, timeout=10)
+        assert time.monotonic() - started < 3.0  # within a lease and a re-check or two, not its renew_for
+    finally:
+        if child.is_alive():
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(10)
+
+
+def _renewing_threads() -> int:
+    return sum(t.name == "flight-lease" and t.is_alive() for t in threading.enumerate())
+
+
+def test_a_lease_is_renewed_no_longer_than_asked_and_its_renewal_stops_with_the_flight(key, monkeypatch):
+    require_service("Redis", bool(getattr(settings, "REDIS_URL", "")), "set REDIS_URL")
+    redis = singleflight.RedisBackend(settings.REDIS_URL)
+    monkeypatch.setattr(singleflight, "backend", lambda: redis)
+    singleflight.claim(key, lease=0.6, renew_for=1.0)
+    time.sleep(2.5)
+    assert not redis.owner_alive(key)  # renewed for a second, then left to expire
+    assert _renewing_threads() == 0
+    flight = singleflight.claim(f"{key}:other", lease=0.6, renew_for=60)
+    assert _renewing_threads() == 1
+    singleflight.publish_done(flight)
+    time.sleep(0.1)  # less than a renewal period: the end wakes the thread
+    assert _renewing_threads() == 0
+
+
 def test_postgres_flight_connection_that_died_idle_is_replaced(db, key):
     require_service("PostgreSQL", connection.vendor == "postgresql", "set DATABASE_URL")
     chosen = singleflight.PostgresBackend()

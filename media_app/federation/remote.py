@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 MAX_ERROR_BODY_BYTES = 64 * 1024
 ENQUEUED_MARKER_SECONDS = 10
+FLIGHT_LEASE_SECONDS = 10
 
 
 def flight_key(server_name: str, media_id: str) -> str:
@@ -50,6 +51,14 @@ def flight_key(server_name: str, media_id: str) -> str:
 
 def _enqueued_marker(key: str) -> str:
     return f"mediasite:fed:enqueued:{key}"
+
+
+def _claim(key: str) -> singleflight.Flight | None:
+    # A short lease renewed while the owner lives (where leases expire, on Redis): a crashed
+    # fetching process frees its flight within FLIGHT_LEASE_SECONDS, a live one keeps it for the
+    # whole fetch and the store after it.
+    return singleflight.claim(key, lease=FLIGHT_LEASE_SECONDS,
+                              renew_for=media_settings.REMOTE_FETCH_DEADLINE_SECONDS + 30)
 
 
 def _lookup(server_name: str, media_id: str) -> Media | None:
@@ -98,7 +107,7 @@ def _get_in_process(key: str, server_name: str, media_id: str, timeout_ms: int, 
     # the flight, in case an owner before it stored it meanwhile.
     wait_until = time.monotonic() + timeout_ms / 1000
     while True:
-        flight = singleflight.claim(key, lease=media_settings.REMOTE_FETCH_DEADLINE_SECONDS + 30)
+        flight = _claim(key)
         if flight is not None:
             try:
                 media = _lookup(server_name, media_id)
@@ -261,7 +270,7 @@ def remote_media_fetch(*, server_name: str, media_id: str, slot: str | None = No
     body, with REMOTE_FETCH_IN_WORKER)."""
     key = flight_key(server_name, media_id)
     try:
-        flight = singleflight.claim(key, lease=media_settings.REMOTE_FETCH_DEADLINE_SECONDS + 30)
+        flight = _claim(key)
         if flight is None:
             return  # another owner has it
         if _lookup(server_name, media_id) is not None:
