@@ -147,7 +147,7 @@ def _renew_in_background(flight: Flight, lease: float, renew_for: float) -> None
             except Exception:  # a passing Redis error: the next renewal comes before the lease ends
                 logger.warning("Could not renew the lease of flight %s", flight.key, exc_info=True)
 
-    threading.Thread(target=run, name="flight-lease", daemon=True).start()
+    threading.Thread(target=run, name=f"flight-lease:{flight.key}", daemon=True).start()
 
 
 def _stop_renewing(flight: Flight) -> None:

@@ -267,23 +267,26 @@ def test_a_renewed_lease_keeps_a_live_owner_and_frees_a_killed_ones_flight_withi
             child.join(10)
 
 
-def _renewing_threads() -> int:
-    return sum(t.name == "flight-lease" and t.is_alive() for t in threading.enumerate())
+def _renewing(key: str) -> bool:
+    return any(t.name == f"flight-lease:{key}" and t.is_alive() for t in threading.enumerate())
 
 
 def test_a_lease_is_renewed_no_longer_than_asked_and_its_renewal_stops_with_the_flight(key, monkeypatch):
     require_service("Redis", bool(getattr(settings, "REDIS_URL", "")), "set REDIS_URL")
     redis = singleflight.RedisBackend(settings.REDIS_URL)
     monkeypatch.setattr(singleflight, "backend", lambda: redis)
-    singleflight.claim(key, lease=0.6, renew_for=1.0)
-    time.sleep(2.5)
-    assert not redis.owner_alive(key)  # renewed for a second, then left to expire
-    assert _renewing_threads() == 0
-    flight = singleflight.claim(f"{key}:other", lease=0.6, renew_for=60)
-    assert _renewing_threads() == 1
+    singleflight.claim(key, lease=0.6, renew_for=1.2)
+    time.sleep(1.0)
+    assert redis.owner_alive(key)  # past its lease: renewed
+    time.sleep(1.5)
+    assert not redis.owner_alive(key)  # renewed for 1.2 s only, then left to expire
+    assert not _renewing(key)
+    other = f"{key}:other"
+    flight = singleflight.claim(other, lease=0.6, renew_for=60)
+    assert _renewing(other)
     singleflight.publish_done(flight)
     time.sleep(0.1)  # less than a renewal period: the end wakes the thread
-    assert _renewing_threads() == 0
+    assert not _renewing(other)
 
 
 def test_postgres_flight_connection_that_died_idle_is_replaced(db, key):

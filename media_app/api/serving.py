@@ -203,6 +203,9 @@ def serve_fetched(request, fetched, *, filename: str | None = None) -> HttpRespo
     except BaseException:
         fetched.store_soon()
         raise
+    # Joined when the response closes, before this worker thread takes another request: the
+    # store ends the flight on the claim's own handle (on PostgreSQL, this thread's flight
+    # connection), which this thread must not use meanwhile.
     fh.thread = fetched.store_soon(then=lambda media: download.media_record_retrieval(media=media, downloader=user))
     name = filename or fetched.filename
     return serve_open_file(request, fh, media_type=fetched.media_type, size=fetched.received.size,

@@ -55,8 +55,9 @@ def _enqueued_marker(key: str) -> str:
 
 def _claim(key: str) -> singleflight.Flight | None:
     # A short lease renewed while the owner lives (where leases expire, on Redis): a crashed
-    # fetching process frees its flight within FLIGHT_LEASE_SECONDS, a live one keeps it for the
-    # whole fetch and the store after it.
+    # fetching process frees its flight within FLIGHT_LEASE_SECONDS, a live one keeps it for up
+    # to the fetch deadline and 30 s more from its claim (the store after a fetch that used the
+    # whole deadline included), as long as it held it when the lease was that long.
     return singleflight.claim(key, lease=FLIGHT_LEASE_SECONDS,
                               renew_for=media_settings.REMOTE_FETCH_DEADLINE_SECONDS + 30)
 
@@ -187,30 +188,42 @@ class FetchedRemote:
         singleflight.publish_done(self.flight)
         return self._media
 
-    def store_soon(self, then: Callable[[Media], None] | None = None) -> threading.Thread:
+    def store_soon(self, then: Callable[[Media], None] | None = None) -> threading.Thread | None:
         """Store in a thread of its own, starting now, then call `then(media)`; the thread is
-        returned to be joined.
+        returned to be joined (None when no thread could be started and the store ran here).
 
         For the request that fetched: it answers its client from a file it has opened on
         `received.path` (still readable after the store has moved or removed the temp file),
         while the waiters are released as soon as the bytes are stored — not when that client
         has finished reading, which a slow client could put off for as long as it likes.
         """
-        def run():
+        def store():
             try:
                 media = self.store()
-                if then is not None:
-                    then(media)
             except errors.MediasiteError:
-                pass  # logged and answered to the waiters by store()
+                return  # logged and answered to the waiters by store()
             except Exception:
                 logger.exception("Storing fetched remote media %s/%s failed", self.server_name, self.media_id)
+                return
+            if then is not None:
+                try:
+                    then(media)
+                except Exception:
+                    logger.exception("After storing fetched remote media %s/%s", self.server_name, self.media_id)
+
+        def run():
+            try:
+                store()
             finally:
                 connections.close_all()  # this thread's own database connections
 
         # Not a daemon: a worker shutting down lets the store finish rather than abandon the flight.
         thread = threading.Thread(target=run, name="remote-store")
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: store here, the flight must end either way
+            store()
+            return None
         return thread
 
 
@@ -273,7 +286,12 @@ def remote_media_fetch(*, server_name: str, media_id: str, slot: str | None = No
         flight = _claim(key)
         if flight is None:
             return  # another owner has it
-        if _lookup(server_name, media_id) is not None:
+        try:
+            media = _lookup(server_name, media_id)
+        except BaseException:
+            singleflight.abandon(flight)
+            raise
+        if media is not None:
             singleflight.publish_done(flight)
             return
         if slot is not None:  # the requester's slot is this fetch's; the owner takes its own

@@ -34,7 +34,7 @@ def media_get_servable(*, server_name: str, media_id: str, timeout_ms: int = 0, 
 
     With `defer_remote_store`, remote media that this very request had to fetch comes back as a
     `federation.remote.FetchedRemote` instead (checked, not stored yet): the caller answers from
-    its temp file and must call its `store()` afterwards.
+    its temp file and must have it stored (`store()` or `store_soon()`).
 
     A pending reservation is polled until it is filled or `timeout_ms` runs out; polling the
     database works the same whichever process receives the upload. Another server's media that

@@ -70,7 +70,7 @@ def get(client, server, media_id, **params):
     response = client.get(f"/_matrix/client/v1/media/download/{server}/{media_id}" + (f"?{query}" if query else ""))
     if response.streaming:
         # Read to the end, which closes the response as a server does once it has sent it: the
-        # request that fetched remote media stores it then.
+        # request that fetched remote media has stored it by then (its close waits for the store).
         response.streaming_content = [b"".join(response.streaming_content)]
     return response
 
@@ -479,10 +479,26 @@ def test_a_kept_alive_connection_is_checked_against_the_address_rules_again_befo
     assert own_origin.connections == 1  # refused on the kept-alive connection, not on a new one
 
 
-def test_requests_waiting_for_a_fetch_do_not_wait_for_the_fetching_client_to_read(in_web, alice_client):
+@pytest.mark.parametrize("flights", ["file", "postgresql", "redis"])
+def test_requests_waiting_for_a_fetch_do_not_wait_for_the_fetching_client_to_read(in_web, alice_client, flights,
+                                                                                   monkeypatch, tmp_path):
+    """On each single-flight backend: the store thread ends the flight the request claimed."""
     import concurrent.futures
 
-    from django.db import connections
+    from django.db import connection, connections
+
+    from media_app import singleflight
+    from tests.conftest import require_service
+
+    if flights == "redis":
+        require_service("Redis", bool(getattr(django_settings, "REDIS_URL", "")), "set REDIS_URL")
+        chosen = singleflight.RedisBackend(django_settings.REDIS_URL)
+    elif flights == "postgresql":
+        require_service("PostgreSQL", connection.vendor == "postgresql", "set DATABASE_URL")
+        chosen = singleflight.PostgresBackend()
+    else:
+        chosen = singleflight.FileBackend(tmp_path / "flights")
+    monkeypatch.setattr(singleflight, "backend", lambda: chosen)
 
     data = secrets.token_bytes(300_000)
     media_id = in_web.on(new_id(), "bytes", data)
@@ -501,3 +517,5 @@ def test_requests_waiting_for_a_fetch_do_not_wait_for_the_fetching_client_to_rea
     # The first answer is whole, though its temp file was stored (and removed) meanwhile.
     assert b"".join(first.streaming_content) == data
     assert in_web.count(media_id) == 1
+    if isinstance(chosen, singleflight.PostgresBackend):
+        chosen.close_connections()
