@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.db import connections
 from django.test import override_settings
 
 from media_app import storage
@@ -123,3 +124,7 @@ def test_two_moderators_quarantine_and_delete_in_the_browser(admin_server, trans
     assert not os.path.exists(on_disk)  # the bytes are reclaimed
     assert alice_client.get(download_url(mxc)).json()["code"] == "MEDIA_NOT_FOUND"
     print(f"screenshots: {tmp_path}")
+    # The ORM calls above ran in the context Playwright's sync API leaves the test body in, on
+    # connections no fixture's teardown can reach: left open, they keep the test database from
+    # being dropped at the end of the run.
+    connections.close_all()
