@@ -348,14 +348,19 @@ class RedisBackend(Backend):
     if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
     """
     # End: the failure first, then the owner key, then the wake-up, in one step, so a woken
-    # waiter always finds the owner gone and the failure (if any) in place.
+    # waiter always finds the owner gone and the failure (if any) in place. An owner whose lease
+    # lapsed and whose flight another owner has since claimed ends nothing: the flight, its
+    # failure and its waiters are the new owner's.
     _END = """
+    local holder = redis.call('GET', KEYS[1])
+    if holder and holder ~= ARGV[1] then return 0 end
     if ARGV[2] ~= '' then
         redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
         if tonumber(ARGV[4]) > 0 then redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[4]) end
     end
-    if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+    if holder then redis.call('DEL', KEYS[1]) end
     redis.call('PUBLISH', ARGV[5], 'end')
+    return 1
     """
 
     def __init__(self, url: str):

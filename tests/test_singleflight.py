@@ -289,6 +289,20 @@ def test_a_lease_is_renewed_no_longer_than_asked_and_its_renewal_stops_with_the_
     assert not _renewing(other)
 
 
+def test_an_owner_whose_lease_lapsed_does_not_end_its_successors_flight(key):
+    require_service("Redis", bool(getattr(settings, "REDIS_URL", "")), "set REDIS_URL")
+    redis = singleflight.RedisBackend(settings.REDIS_URL)
+    stale = redis.claim(key, 0.2)
+    time.sleep(0.4)
+    successor = redis.claim(key, 30)
+    assert successor is not None
+    singleflight.publish_failure(stale, errors.RemoteFetchFailed(), ttl=60)
+    assert redis.owner_alive(key)  # still the successor's
+    assert redis.cached_failure(key) is None
+    singleflight.publish_done(successor)
+    assert not redis.owner_alive(key)
+
+
 def test_postgres_flight_connection_that_died_idle_is_replaced(db, key):
     require_service("PostgreSQL", connection.vendor == "postgresql", "set DATABASE_URL")
     chosen = singleflight.PostgresBackend()
