@@ -32,7 +32,7 @@ from . import addresses
 
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-# Targets with idle connections kept per process (the least recently used are closed), and idle
+# Targets with idle connections kept per process (the least recently used are dropped), and idle
 # connections kept per target: as many as a process has threads fetching at once, so a busy
 # origin does not see a connection made and dropped per request.
 KEPT_TARGETS = 64

@@ -56,8 +56,8 @@ def _enqueued_marker(key: str) -> str:
 def _claim(key: str) -> singleflight.Flight | None:
     # A short lease renewed while the owner lives (where leases expire, on Redis): a crashed
     # fetching process frees its flight within FLIGHT_LEASE_SECONDS, a live one keeps it for up
-    # to the fetch deadline and 30 s more from its claim (the store after a fetch that used the
-    # whole deadline included), as long as it held it when the lease was that long.
+    # to the fetch deadline + 30 s from its claim (room for the store after a fetch that used
+    # the whole deadline).
     return singleflight.claim(key, lease=FLIGHT_LEASE_SECONDS,
                               renew_for=media_settings.REMOTE_FETCH_DEADLINE_SECONDS + 30)
 
