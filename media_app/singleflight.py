@@ -150,10 +150,6 @@ def _renew_in_background(flight: Flight, lease: float, renew_for: float) -> None
     threading.Thread(target=run, name=f"flight-lease:{flight.key}", daemon=True).start()
 
 
-def _stop_renewing(flight: Flight) -> None:
-    if flight.renewing is not None:
-        flight.renewing.set()
-
 
 # --- the public API ---------------------------------------------------------------------------
 
@@ -170,17 +166,19 @@ def renew(flight: Flight, *, lease: float = 60.0) -> None:
 
 
 def publish_done(flight: Flight) -> None:
-    if not flight.ended:
-        flight.ended = True
-        _stop_renewing(flight)
-        flight.backend.end(flight, None, 0.0)
+    _end(flight, None, 0.0)
 
 
 def publish_failure(flight: Flight, error: errors.MediasiteError, *, ttl: float = 0.0) -> None:
+    _end(flight, _error_payload(error), ttl)
+
+
+def _end(flight: Flight, failure: dict | None, ttl: float) -> None:
     if not flight.ended:
         flight.ended = True
-        _stop_renewing(flight)
-        flight.backend.end(flight, _error_payload(error), ttl)
+        if flight.renewing is not None:
+            flight.renewing.set()  # the background renewal stops now, not at its next turn
+        flight.backend.end(flight, failure, ttl)
 
 
 def abandon(flight: Flight) -> None:

@@ -110,13 +110,8 @@ def _get_in_process(key: str, server_name: str, media_id: str, timeout_ms: int, 
     while True:
         flight = _claim(key)
         if flight is not None:
-            try:
-                media = _lookup(server_name, media_id)
-            except BaseException:
-                singleflight.abandon(flight)
-                raise
+            media = _stored_meanwhile(flight, server_name, media_id)
             if media is not None:
-                singleflight.publish_done(flight)
                 return media
             fetched = _fetch_as_owner(flight, server_name, media_id, timeout_ms=timeout_ms)
             # Known quarantined content is recorded at once and never answered from the temp file.
@@ -158,6 +153,19 @@ def _get_through_worker(key: str, server_name: str, media_id: str, timeout_ms: i
 
 
 # --- the owner of a fetch ---------------------------------------------------------------------
+
+def _stored_meanwhile(flight: singleflight.Flight, server_name: str, media_id: str) -> Media | None:
+    """The media if an owner before this one stored it (the flight then ends at once), else None
+    and the flight stays this owner's; a failed lookup abandons the flight."""
+    try:
+        media = _lookup(server_name, media_id)
+    except BaseException:
+        singleflight.abandon(flight)
+        raise
+    if media is not None:
+        singleflight.publish_done(flight)
+    return media
+
 
 @dataclasses.dataclass(eq=False)
 class FetchedRemote:
@@ -286,13 +294,7 @@ def remote_media_fetch(*, server_name: str, media_id: str, slot: str | None = No
         flight = _claim(key)
         if flight is None:
             return  # another owner has it
-        try:
-            media = _lookup(server_name, media_id)
-        except BaseException:
-            singleflight.abandon(flight)
-            raise
-        if media is not None:
-            singleflight.publish_done(flight)
+        if _stored_meanwhile(flight, server_name, media_id) is not None:
             return
         if slot is not None:  # the requester's slot is this fetch's; the owner takes its own
             ratelimit.release_origin_slot(server_name, slot)
