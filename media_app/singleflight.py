@@ -150,7 +150,6 @@ def _renew_in_background(flight: Flight, lease: float, renew_for: float) -> None
     threading.Thread(target=run, name=f"flight-lease:{flight.key}", daemon=True).start()
 
 
-
 # --- the public API ---------------------------------------------------------------------------
 
 def claim(key: str, *, lease: float = 60.0, renew_for: float = 0.0) -> Flight | None:
