@@ -177,7 +177,14 @@ def _end(flight: Flight, failure: dict | None, ttl: float) -> None:
         flight.ended = True
         if flight.renewing is not None:
             flight.renewing.set()  # the background renewal stops now, not at its next turn
-        flight.backend.end(flight, failure, ttl)
+        try:
+            flight.backend.end(flight, failure, ttl)
+        except Exception:
+            # The owner's own work is done and must not fail over this (Redis gone, say): the
+            # waiters re-check the result every RECHECK_SECONDS, and see the owner gone once its
+            # hold lapses (the lease, or the session a failed unlock closes). Only a failure
+            # meant for them is lost, and one of them then takes the flight over.
+            logger.warning("Could not end flight %s", flight.key, exc_info=True)
 
 
 def abandon(flight: Flight) -> None:

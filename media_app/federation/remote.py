@@ -25,7 +25,7 @@ from email.message import Message
 from urllib.parse import urlencode
 
 from django.core.cache import caches
-from django.db import connections
+from django.db import IntegrityError, connections, transaction
 
 from .. import errors, events, selectors, singleflight
 from ..conf import media_settings
@@ -419,11 +419,20 @@ def _store(fetched: FetchedRemote) -> Media:
     received = fetched.received
 
     def record(blob: Blob, created: bool = False) -> Media:
-        media = create(
-            to=MediaStatus.STORED, actor=Actor.SYSTEM, server_name=fetched.server_name, media_id=fetched.media_id,
-            blob=blob, media_type=fetched.media_type, media_length=received.size, upload_name=fetched.filename,
-            origin=MediaOrigin.REMOTE,
-        )
+        try:
+            with transaction.atomic():
+                media = create(
+                    to=MediaStatus.STORED, actor=Actor.SYSTEM, server_name=fetched.server_name,
+                    media_id=fetched.media_id, blob=blob, media_type=fetched.media_type,
+                    media_length=received.size, upload_name=fetched.filename, origin=MediaOrigin.REMOTE,
+                )
+        except IntegrityError:
+            # Another owner stored it first: this one's lease lapsed mid-fetch (a Redis outage, a
+            # pause longer than the lease) and a successor fetched too. Its row stands, answered
+            # to this owner's requester as to everyone else's; a blob only this fetch made is
+            # left unreferenced for the collector.
+            return Media.objects.select_related("blob").get(server_name=fetched.server_name,
+                                                            media_id=fetched.media_id)
         events.emit(events.REMOTE_CACHED, {"media_id": fetched.media_id, "origin_server": fetched.server_name},
                     server_name=fetched.server_name)
         return media_quarantine_on_arrival(media=media, blob=blob)

@@ -1,20 +1,27 @@
 """Fetching remote media in this process from a real HTTP origin on loopback: the legacy
 fallback, caching, block list, SSRF, limits and hostile origins; each test once with the fetch
 done by the request and once by the (eager) Celery task."""
+import concurrent.futures
 import contextlib
 import io
 import secrets
+import shutil
+import subprocess
+import threading
 import time
 
 import pytest
+import redis
 from django.conf import settings as django_settings
+from django.db import connections
 from django.test import override_settings
-
-from media_app.federation import blocklist
 from PIL import Image
 
+from media_app import singleflight
+from media_app.federation import blocklist
+from media_app.federation import remote as remote_media
 from media_app.models import Media, MediaEvent, Thumbnail
-from tests.conftest import body_of, png_bytes
+from tests.conftest import _free_port, body_of, png_bytes, require_service
 from tests.federation.origin import Origin
 
 
@@ -391,15 +398,10 @@ def test_content_quarantined_by_hash_alone_is_never_answered_from_the_temp_file(
 
 
 def test_a_waiter_takes_the_fetch_over_when_its_owner_goes_away(in_web, alice_client):
-    import threading
-
-    from media_app import singleflight
-    from media_app.federation.remote import flight_key
-
     data = b"taken over"
     media_id = in_web.on(new_id(), "bytes", data)
     # Another process's request owns the fetch, then vanishes without a result.
-    flight = singleflight.claim(flight_key("origin.test", media_id), lease=30)
+    flight = singleflight.claim(remote_media.flight_key("origin.test", media_id), lease=30)
     threading.Timer(0.5, singleflight.abandon, [flight]).start()
     started = time.monotonic()
     response = get(alice_client, "origin.test", media_id)
@@ -483,12 +485,7 @@ def test_a_kept_alive_connection_is_checked_against_the_address_rules_again_befo
 def test_requests_waiting_for_a_fetch_do_not_wait_for_the_fetching_client_to_read(in_web, alice_client, flights,
                                                                                    monkeypatch, tmp_path):
     """On each single-flight backend: the store thread ends the flight the request claimed."""
-    import concurrent.futures
-
-    from django.db import connection, connections
-
-    from media_app import singleflight
-    from tests.conftest import require_service
+    from django.db import connection
 
     if flights == "redis":
         require_service("Redis", bool(getattr(django_settings, "REDIS_URL", "")), "set REDIS_URL")
@@ -519,3 +516,109 @@ def test_requests_waiting_for_a_fetch_do_not_wait_for_the_fetching_client_to_rea
     assert in_web.count(media_id) == 1
     if isinstance(chosen, singleflight.PostgresBackend):
         chosen.close_connections()
+
+
+def test_an_owner_whose_flight_lapsed_finds_its_successors_row_instead_of_failing(in_web, alice_client):
+    """A lease lost mid-fetch (a Redis outage, a pause past the lease) lets a second owner fetch
+    the same media; whichever stores second gets the first one's row, not an error."""
+    data = b"fetched twice"
+    media_id = in_web.on(new_id(), "bytes", data)
+    key = remote_media.flight_key("origin.test", media_id)
+    first = remote_media._fetch_as_owner(remote_media._claim(key), "origin.test", media_id)
+    singleflight.abandon(first.flight)  # the lease lapses: the first owner no longer holds it
+    second = remote_media._fetch_as_owner(remote_media._claim(key), "origin.test", media_id)
+    stored = second.store()
+    assert first.store().pk == stored.pk
+    assert Media.objects.filter(media_id=media_id).count() == 1
+    assert MediaEvent.objects.filter(event_type="media.remote_cached", media_id=media_id).count() == 1
+    assert body_of(get(alice_client, "origin.test", media_id)) == data
+    assert in_web.count(media_id) == 2
+
+
+# --- the single flight's Redis going away mid-fetch -------------------------------------------
+# On a Redis server of the test's own, started, killed and started again empty (as Redis without
+# persistence comes back).
+
+
+class PrivateRedis:
+    def __init__(self):
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self):
+        self.kill()
+        self.start()
+
+
+@pytest.fixture
+def flights_on_private_redis(monkeypatch):
+    require_service("redis-server", shutil.which("redis-server") is not None, "install Redis")
+    server = PrivateRedis()
+    server.start()
+    chosen = singleflight.RedisBackend(server.url)
+    monkeypatch.setattr(singleflight, "backend", lambda: chosen)
+    yield server
+    if server.proc.poll() is None:
+        server.kill()
+
+
+def test_redis_gone_until_the_fetch_ends_still_stores_and_answers(in_web, flights_on_private_redis, alice_client):
+    data = secrets.token_bytes(40_000)
+    media_id = in_web.on(new_id(), "trickle", data, 1.5)
+    threading.Timer(0.4, flights_on_private_redis.kill).start()
+    # Stored inline (not deferred), as HEAD requests and thumbnails do: the flight's end, on a
+    # Redis that is gone, is the last step.
+    media = remote_media.remote_media_get(server_name="origin.test", media_id=media_id, timeout_ms=5000)
+    assert media.status == "stored" and media.blob.size == len(data)
+    flights_on_private_redis.start()
+    response = get(alice_client, "origin.test", media_id)
+    assert response.status_code == 200 and body_of(response) == data
+    assert in_web.count(media_id) == 1
+
+
+def test_redis_restarted_empty_mid_fetch_lets_a_second_owner_fetch_and_both_are_answered(
+        in_web, flights_on_private_redis, alice_client, caplog):
+    data = secrets.token_bytes(40_000)
+    media_id = in_web.on(new_id(), "trickle", data, 1.5)
+
+    def request():
+        try:
+            response = get(alice_client, "origin.test", media_id, timeout_ms=5000)
+            return response.status_code, body_of(response)
+        finally:
+            connections.close_all()
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(request)
+        time.sleep(0.4)
+        flights_on_private_redis.restart()  # the first owner's claim is gone with the data
+        second = pool.submit(request)
+        assert first.result() == (200, data)
+        assert second.result() == (200, data)
+    # Two owners, one origin request each: the price of the outage. One row for both.
+    assert in_web.count(media_id) == 2
+    assert Media.objects.filter(media_id=media_id).count() == 1
+    # Both stores went through: neither answered its waiters with a failure.
+    assert not [r.getMessage() for r in caplog.records if r.name == remote_media.logger.name]
+    assert body_of(get(alice_client, "origin.test", media_id)) == data
+    assert in_web.count(media_id) == 2
