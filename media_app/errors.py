@@ -154,6 +154,15 @@ class HomeserverUnavailable(MediasiteError):
         super().__init__(message, headers={"Retry-After": "5"})
 
 
+class CoordinationUnavailable(MediasiteError):
+    """The service through which processes share work (the single flight's Redis) is unreachable."""
+    code, status, errcode, message = ("COORDINATION_UNAVAILABLE", 503, "M_UNKNOWN",
+                                      "A service this server depends on is unreachable; please retry")
+
+    def __init__(self, message=None):
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
 class FlightAbandoned(MediasiteError):
     """The process computing a result for many callers stopped without one."""
     code, status, errcode, message = "RESULT_ABANDONED", 503, "M_UNKNOWN", "The worker preparing this result stopped; please retry"

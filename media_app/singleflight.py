@@ -86,6 +86,7 @@ The backend follows the deployment:
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -152,9 +153,21 @@ def _renew_in_background(flight: Flight, lease: float, renew_for: float) -> None
 
 # --- the public API ---------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _reachable(chosen: Backend):
+    """A backend whose server cannot be reached answers 503 COORDINATION_UNAVAILABLE (retry),
+    not a 500: nothing is wrong with the request, and nothing is lost."""
+    try:
+        yield
+    except chosen.unreachable as exc:
+        logger.warning("The single-flight backend is unreachable: %s", exc)
+        raise errors.CoordinationUnavailable() from exc
+
+
 def claim(key: str, *, lease: float = 60.0, renew_for: float = 0.0) -> Flight | None:
     chosen = backend()
-    flight = chosen.claim(key, lease)
+    with _reachable(chosen):
+        flight = chosen.claim(key, lease)
     if flight is not None and renew_for > 0 and chosen.leases_expire:
         _renew_in_background(flight, lease, renew_for)
     return flight
@@ -192,18 +205,23 @@ def abandon(flight: Flight) -> None:
 
 
 def in_flight(key: str) -> bool:
-    return backend().owner_alive(key)
+    chosen = backend()
+    with _reachable(chosen):
+        return chosen.owner_alive(key)
 
 
 def raise_if_failed(key: str) -> None:
-    payload = backend().cached_failure(key)
+    chosen = backend()
+    with _reachable(chosen):
+        payload = chosen.cached_failure(key)
     if payload is not None:
         raise _error_from_payload(payload)
 
 
 def wait(key: str, *, lookup: Callable[[], T | None], timeout: float, queued: bool = False) -> T:
     deadline = time.monotonic() + timeout
-    with backend().waiter(key) as waiter:
+    chosen = backend()
+    with _reachable(chosen), chosen.waiter(key) as waiter:
         while True:
             result = lookup()
             if result is not None:
@@ -298,6 +316,8 @@ class Backend(abc.ABC):
 
     # Whether a claim ends by itself after its lease (else with the owner's connection or process).
     leases_expire = False
+    # What the backend's client raises when its server cannot be reached.
+    unreachable: tuple[type[BaseException], ...] = ()
 
     @abc.abstractmethod
     def claim(self, key: str, lease: float) -> Flight | None:
@@ -370,6 +390,7 @@ class RedisBackend(Backend):
     def __init__(self, url: str):
         import redis
 
+        self.unreachable = (redis.ConnectionError, redis.TimeoutError)
         self.client = client = redis.Redis.from_url(url)
         self._claim = client.register_script(self._CLAIM)
         self._renew = client.register_script(self._RENEW)

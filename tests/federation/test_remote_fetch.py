@@ -582,6 +582,24 @@ def flights_on_private_redis(monkeypatch):
         server.kill()
 
 
+def test_redis_gone_before_a_fetch_answers_503_with_retry_after_and_local_media_still_serves(
+        in_web, flights_on_private_redis, alice_client):
+    from tests.conftest import download_url, upload
+
+    local = upload(alice_client, b"local bytes")
+    data = b"after the outage"
+    media_id = in_web.on(new_id(), "bytes", data)
+    flights_on_private_redis.kill()
+    response = get(alice_client, "origin.test", media_id)
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    assert response.json()["code"] == "COORDINATION_UNAVAILABLE"
+    assert in_web.count(media_id) == 0
+    assert body_of(alice_client.get(download_url(local))) == b"local bytes"
+    flights_on_private_redis.start()
+    response = get(alice_client, "origin.test", media_id)
+    assert response.status_code == 200 and body_of(response) == data
+
+
 def test_redis_gone_until_the_fetch_ends_still_stores_and_answers(in_web, flights_on_private_redis, alice_client):
     data = secrets.token_bytes(40_000)
     media_id = in_web.on(new_id(), "trickle", data, 1.5)
