@@ -79,8 +79,9 @@ The backend follows the deployment:
   from ``pg_locks``. Failures are rows of ``FlightFailure``, written on the owner's connection so
   the caller's transaction does not hold them back.
 - The embedded SQLite default (one machine): the owner holds an ``flock`` on a file in the data
-  dir; waiters probe that lock every few milliseconds (a system call, not a query) and look the
-  result up when it is released, whether the owner finished or died.
+  dir and counts its end in that file; waiters probe the lock and the count every few
+  milliseconds (system calls, not queries) and look the result up when a flight has ended or
+  its owner died.
   Failures are small JSON files beside the lock.
 """
 from __future__ import annotations
@@ -707,8 +708,21 @@ class FileBackend(Backend):
                     os.unlink(tmp)
                     logger.warning("Could not record a failed flight (%s)", failure.get("code"))
         finally:
-            fcntl.flock(flight.handle, fcntl.LOCK_UN)
-            os.close(flight.handle)
+            try:
+                self._count_end(flight.handle)
+            finally:
+                fcntl.flock(flight.handle, fcntl.LOCK_UN)
+                os.close(flight.handle)
+
+    # The lock file holds the number of flights ended on it, bumped by each owner under its lock:
+    # a waiter sees an end happen even when the whole flight began and ended between two of
+    # its probes (a queued task that has not started when the waiter looks has no lock to probe).
+    @staticmethod
+    def _ends(fd: int) -> int:
+        return int.from_bytes(os.pread(fd, 8, 0), "little")
+
+    def _count_end(self, fd: int) -> None:
+        os.pwrite(fd, ((self._ends(fd) + 1) % (1 << 64)).to_bytes(8, "little"), 0)
 
     def owner_alive(self, key):
         try:
@@ -742,6 +756,7 @@ class _FileWaiter(_Waiter):
         self.backend, self.key = backend, key
         lock_path, self.failure_path = backend._paths(key)
         self.fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o600)
+        self.ends_seen = backend._ends(self.fd)  # before the caller's first lookup
 
     def owner_alive(self):
         return self.backend._locked(self.fd)
@@ -750,10 +765,21 @@ class _FileWaiter(_Waiter):
         return self.backend._read_failure(self.failure_path, "visible_until")
 
     def sleep(self, remaining):
-        # Probing the lock costs a system call, a lookup costs a query: wait on the lock, and
-        # look the result up when the owner lets go (or every RECHECK_SECONDS, to be safe).
+        # Probing costs system calls, a lookup costs a query: probe, and return for a lookup
+        # when a flight has ended, when an owner seen holding the lock lets go without ending
+        # (it died), or every RECHECK_SECONDS, to be safe. With no owner yet (a queued task),
+        # this waits for one to come and go, rather than looking up in a loop.
         until = time.monotonic() + min(remaining, RECHECK_SECONDS)
-        while self.owner_alive():
+        saw_owner = False
+        while True:
+            ends = self.backend._ends(self.fd)
+            if ends != self.ends_seen:
+                self.ends_seen = ends
+                return
+            if self.owner_alive():
+                saw_owner = True
+            elif saw_owner:
+                return
             left = until - time.monotonic()
             if left <= 0:
                 return

@@ -5,7 +5,7 @@
 - A (`a.test`) runs on the test database (so tests can read its rows) with its own data dir
   and its own Celery worker process: on Redis when REDIS_URL is set, else the embedded one. The
   pair runs twice: once with remote media fetched by the request that needs it (the default),
-  once by A's worker (MEDIASITE_REMOTE_FETCH_IN_WORKER; only with REDIS_URL).
+  once by A's worker (MEDIASITE_REMOTE_FETCH_IN_WORKER).
 
 Each maps the other's name to its address (MEDIASITE_FEDERATION_SERVER_MAP) and allows loopback
 (MEDIASITE_OUTBOUND_ALLOWLIST). A also maps `origin.test` to a test origin (tests/federation/origin.py).
@@ -52,9 +52,10 @@ def fed_origin():
 
 # Module scope: A's Celery worker listens on the suite's Redis queue and must be gone before
 # other modules hand tasks to workers of their own.
-# The worker variant needs what that setting is for: Redis and a worker process of its own (as
-# in CI). On the embedded default, 100 requests waiting on the embedded worker time out.
-@pytest.fixture(scope="module", params=["in-web", "in-worker"] if os.environ.get("REDIS_URL") else ["in-web"])
+# The worker variant runs on Redis with a worker process of its own when REDIS_URL is set (as
+# in CI's full pass), else on the embedded default: file-lock flights and the embedded worker
+# (CI's SQLite pass).
+@pytest.fixture(scope="module", params=["in-web", "in-worker"])
 def federation_pair(request, django_db_setup, django_db_blocker, tmp_path_factory, fed_origin):
     port_a, port_b = _free_port(), _free_port()
     url_a, url_b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
