@@ -15,8 +15,10 @@ handshakes. A reused connection's peer is checked again before every request, so
 holds per request and not only per connect; a response not read to its end closes its
 connection instead of returning it, so no stale bytes can be taken for the next answer.
 """
+import functools
 import os
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NameResolutionError, NewConnectionError, ProtocolError
+from urllib3.util.ssl_ import create_urllib3_context
 
 from ..conf import media_settings
 from . import addresses
@@ -248,8 +251,20 @@ def _pool_for(target: Target):
     tls = {}
     if target.scheme == "https":
         tls = {"server_hostname": target.tls_name, "assert_hostname": target.tls_name, "cert_reqs": "CERT_REQUIRED",
-               "ca_certs": media_settings.FEDERATION_TLS_CA_FILE or None}
+               "ssl_context": _tls_context(media_settings.FEDERATION_TLS_CA_FILE)}
     return manager.connection_from_host(target.host, target.port, target.scheme, pool_kwargs=tls)
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(extra_ca_file: str) -> ssl.SSLContext:
+    """The system's CAs, plus those of FEDERATION_TLS_CA_FILE: a private CA is added to the trust
+    store, never put in its place (urllib3's `ca_certs` would replace it, cutting off every
+    public server). One context per file, so the pools keyed on it are shared."""
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    context.load_default_certs()
+    if extra_ca_file:
+        context.load_verify_locations(cafile=extra_ca_file)
+    return context
 
 
 def _timeout(deadline: Deadline) -> urllib3.Timeout:
