@@ -124,6 +124,11 @@ class SignoffRequired(MediasiteError):
     code, status, errcode, message = "SIGNOFF_REQUIRED", 403, "M_FORBIDDEN", "This change needs a second moderator's sign-off"
 
 
+class RequestTimeout(MediasiteError):
+    """Answered by the gunicorn worker, before Django, to a request that never finished arriving."""
+    code, status, errcode, message = "REQUEST_TIMEOUT", 408, "M_UNKNOWN", "The request did not arrive in time"
+
+
 class RemoteFetchFailed(MediasiteError):
     code, status, errcode, message = "REMOTE_FETCH_FAILED", 502, "M_UNKNOWN", "Could not fetch media from the remote server"
 

@@ -17,6 +17,7 @@ stops reading a download, frees its thread too.
 Everything else (keep-alive, sendfile, the C parser, hooks, access log) is the stock worker's.
 """
 import errno
+import json
 import os
 import re
 import selectors
@@ -50,7 +51,6 @@ _CONTENT_LENGTH = re.compile(rb"\ncontent-length[ \t]*:[ \t]*(\d+)", re.IGNORECA
 _CHUNKED = re.compile(rb"\ntransfer-encoding[ \t]*:[^\n]*chunked", re.IGNORECASE)
 _EXPECT_CONTINUE = re.compile(rb"\nexpect[ \t]*:[ \t]*100-continue", re.IGNORECASE)
 _WAIT, _READY, _GONE = object(), object(), object()
-_TIMEOUT_RESPONSE = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
 
 def _max_body_bytes() -> int:
@@ -64,6 +64,21 @@ def _max_body_bytes() -> int:
 
 
 _max_body = None
+
+
+def _timeout_response() -> bytes:
+    # Built when first needed, from the one error model (Django is set up by then).
+    global _timeout_bytes
+    if _timeout_bytes is None:
+        from media_app.errors import RequestTimeout
+
+        body = json.dumps(RequestTimeout().as_dict()).encode()
+        _timeout_bytes = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    return _timeout_bytes
+
+
+_timeout_bytes = None
 
 
 def request_ready(buf: bytes) -> bool:
@@ -183,7 +198,7 @@ class BufferingThreadWorker(ThreadWorker):
             self.nr_conns -= 1
             if conn.prefetched:  # a request had begun: say why it is closed
                 try:
-                    conn.sock.send(_TIMEOUT_RESPONSE)
+                    conn.sock.send(_timeout_response())
                 except OSError:
                     pass
             conn.close()

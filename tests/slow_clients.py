@@ -14,6 +14,7 @@ class SlowStats:
     opened: int = 0
     closed_by_server: int = 0
     answers: list = field(default_factory=list)  # status lines the server sent before closing
+    replies: list = field(default_factory=list)  # and the whole of what it sent
 
 
 class SlowClients:
@@ -64,11 +65,12 @@ class SlowClients:
                     writer.write(drip[i:i + 1])
                     await writer.drain()
                     try:
-                        answer = await asyncio.wait_for(reader.read(200), timeout=self.interval)
+                        answer = await asyncio.wait_for(reader.read(4096), timeout=self.interval)
                     except asyncio.TimeoutError:
                         continue
                     if answer:
                         self.stats.answers.append(answer.split(b"\r\n", 1)[0].decode(errors="replace"))
+                        self.stats.replies.append(answer)
                     break  # the server answered or closed
             except (ConnectionError, OSError):
                 pass

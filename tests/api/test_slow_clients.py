@@ -5,6 +5,7 @@ No timing assertions beyond generous bounds: every probe must be answered within
 seconds (the stock gthread worker leaves them hanging for good); bench/slow_clients.py prints
 the latency percentiles.
 """
+import json
 import os
 import socket
 import time
@@ -62,6 +63,10 @@ def test_a_request_head_that_never_ends_is_answered_408_and_closed(served):
     finally:
         slow.stop()
     assert slow.stats.answers == ["HTTP/1.1 408 Request Timeout"]
+    head, body = slow.stats.replies[0].split(b"\r\n\r\n", 1)
+    assert b"\r\nContent-Type: application/json\r\n" in head
+    assert json.loads(body) == {"errcode": "M_UNKNOWN", "error": "The request did not arrive in time",
+                                "code": "REQUEST_TIMEOUT"}
 
 
 def _read_response(sock: socket.socket) -> bytes:
