@@ -233,3 +233,24 @@ def test_fifty_concurrent_identical_thumbnail_requests_render_once(sync_server, 
     assert MediaEvent.objects.filter(event_type="media.thumbnail_generated").count() == 1
     pids = set(re.findall(r'"GET /_matrix/client/v1/media/thumbnail/[^ ]+ [^"]+" 200 .* pid=<?(\d+)', sync_server.log()))
     assert len(pids) >= 2, pids
+
+
+def test_a_revoked_token_stops_working_on_every_node_at_once(live, alice_token, tmp_path):
+    """Two nodes (two gunicorns, two worker processes each) on one database: a token revoked
+    through one is refused by the other on its very next request, whichever process takes it."""
+    from tests.conftest import start_server, stop_server
+
+    other = start_server(tmp_path)
+    try:
+        for _ in range(4):  # each process of the other node has seen the token work
+            response, _ = _request(other, "GET", "/api/v1/tokens", alice_token)
+            assert response.status == 200
+        response, data = _request(live, "GET", "/api/v1/tokens", alice_token)
+        in_use = json.loads(data)[0]["id"]
+        response, _ = _request(live, "DELETE", f"/api/v1/tokens/{in_use}", alice_token)
+        assert response.status == 204
+        for _ in range(4):
+            response, data = _request(other, "GET", "/api/v1/tokens", alice_token)
+            assert response.status == 401 and json.loads(data)["errcode"] == "M_UNKNOWN_TOKEN"
+    finally:
+        stop_server(other)

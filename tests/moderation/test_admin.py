@@ -260,3 +260,24 @@ def test_a_nul_in_an_admin_search_or_filter_is_a_400_not_a_database_error(media,
     assert response.status_code == 400
     assert response.json()["errcode"] == "M_INVALID_PARAM"
     assert signed_in(mod1).get("/admin/media_app/media/?q=cat").status_code == 200
+
+
+@pytest.mark.django_db
+def test_create_moderator_on_a_terminal_asks_the_password_twice_and_refuses_a_mismatch(monkeypatch):
+    import getpass
+
+    from django.contrib.auth import get_user_model
+    from django.core.management.base import CommandError
+
+    monkeypatch.delenv("MEDIASITE_MODERATOR_PASSWORD", raising=False)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    prompts, answers = [], iter(["a long terminal passphrase", "a long terminal passphrase",
+                                 "a long terminal passphrase", "not the same one at all"])
+    monkeypatch.setattr(getpass, "getpass", lambda prompt: prompts.append(prompt) or next(answers))
+    call_command("create_moderator", "tove")
+    assert prompts == ["Password: ", "Password (again): "]
+    assert get_user_model().objects.get(username="tove").check_password("a long terminal passphrase")
+    with pytest.raises(CommandError, match="do not match"):
+        call_command("create_moderator", "ulla")
+    assert not get_user_model().objects.filter(username="ulla").exists()

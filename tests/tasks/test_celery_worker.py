@@ -96,3 +96,17 @@ def test_make_run_without_redis_starts_its_own_worker(transactional_db, tmp_path
         assert "Started the embedded Celery worker" in server.log()
     finally:
         stop_server(server)
+
+
+def test_with_redis_gunicorn_starts_no_embedded_worker(transactional_db, tmp_path):
+    """Several nodes share Redis and run `make worker`: no node starts a worker of its own, even
+    with MEDIASITE_EMBEDDED_WORKER left at (or set to) true."""
+    from tests.conftest import start_server, stop_server
+
+    require_service("Redis", _redis_up(), "set REDIS_URL")
+    server = start_server(tmp_path, REDIS_URL=os.environ["REDIS_URL"], MEDIASITE_EMBEDDED_WORKER="true")
+    try:
+        assert "Booting worker" in server.log()
+        assert "Started the embedded Celery worker" not in server.log()
+    finally:
+        stop_server(server)
