@@ -13,21 +13,16 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.core.signals import setting_changed
 from django.db import models
 
+from mediasite import secret_files
+
 from .conf import media_settings
 
 logger = logging.getLogger(__name__)
 
 
 def _key_file_key() -> bytes:
-    path = Path(media_settings.DATA_DIR) / "encryption_key"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(path, "xb") as fh:  # the first process wins; the others read its key
-            fh.write(Fernet.generate_key())
-        path.chmod(0o600)
-    except FileExistsError:
-        pass
-    return path.read_bytes().strip()
+    key, _created = secret_files.read_or_create(Path(media_settings.DATA_DIR) / "encryption_key", Fernet.generate_key)
+    return key.strip()
 
 
 @functools.cache

@@ -5,9 +5,9 @@ concurrent first starts agree on one key) in Synapse's file format, and is never
 Other servers' verify keys are fetched from their `/_matrix/key/v2/server`, checked to be
 self-signed by the keys they list, and cached until their `valid_until_ts` (capped).
 """
+import io
 import logging
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -17,6 +17,8 @@ from signedjson.key import (decode_verify_key_bytes, encode_verify_key_base64, g
                             get_verify_key, read_signing_keys, write_signing_keys)
 from signedjson.sign import SignatureVerifyException, sign_json, verify_signed_json
 from unpaddedbase64 import decode_base64
+
+from mediasite import secret_files
 
 from ..conf import media_settings
 from . import client, discovery
@@ -44,25 +46,16 @@ def _key_path() -> Path:
 
 
 def _load_or_create():
-    path = _key_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        key = generate_signing_key("a_" + os.urandom(3).hex())
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".signing-")  # mode 0600
-        try:
-            with os.fdopen(fd, "w") as fh:
-                write_signing_keys(fh, [key])
-                fh.flush()
-                os.fsync(fh.fileno())
-            try:
-                os.link(tmp, path)  # fails if another process got there first: use theirs
-                logger.info("Created the federation signing key ed25519:%s", key.version)
-            except FileExistsError:
-                pass
-        finally:
-            os.unlink(tmp)
-    with open(path) as fh:
-        return read_signing_keys(fh)[0]
+    def make() -> bytes:
+        text = io.StringIO()
+        write_signing_keys(text, [generate_signing_key("a_" + os.urandom(3).hex())])
+        return text.getvalue().encode()
+
+    data, created = secret_files.read_or_create(_key_path(), make)
+    key = read_signing_keys(io.StringIO(data.decode()))[0]
+    if created:
+        logger.info("Created the federation signing key ed25519:%s", key.version)
+    return key
 
 
 def signing_key():

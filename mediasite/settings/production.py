@@ -4,27 +4,15 @@ import secrets
 from .base import *  # noqa: F401,F403
 from django.core.exceptions import ImproperlyConfigured
 
+from ..secret_files import read_or_create
 from .base import DATA_DIR, SECRET_KEY, env
 
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 (DATA_DIR / "broker" / "control").mkdir(parents=True, exist_ok=True)  # embedded Celery broker
 
-
-def _secret_from_file(name: str) -> str:
-    """Create a secret once, on first start, and reuse it: every worker must agree on it."""
-    path = DATA_DIR / name
-    if not path.exists():
-        try:
-            with open(path, "x") as fh:  # "x": the first process to start wins the race
-                fh.write(secrets.token_urlsafe(48))
-            path.chmod(0o600)
-        except FileExistsError:
-            pass
-    return path.read_text().strip()
-
-
-if not SECRET_KEY:
-    SECRET_KEY = _secret_from_file("secret_key")
+if not SECRET_KEY:  # created on first start, and the same for every process from then on
+    _secret, _created = read_or_create(DATA_DIR / "secret_key", lambda: secrets.token_urlsafe(48).encode())
+    SECRET_KEY = _secret.decode().strip()
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = True

@@ -1,0 +1,86 @@
+"""Secrets the server makes for itself in its data directory, and the settings read around
+them, in a fresh process with the production settings and nothing configured."""
+import json
+import multiprocessing
+import os
+import stat
+import subprocess
+import sys
+import time
+
+from mediasite.secret_files import read_or_create
+from tests.conftest import ROOT
+
+_SNIPPET = """
+import json, django
+django.setup()
+from django.conf import settings
+from media_app import crypto
+from media_app.conf import media_settings
+from media_app.federation import keys
+print(json.dumps({
+    "secret_key": settings.SECRET_KEY,
+    "secure_cookies": [settings.SESSION_COOKIE_SECURE, settings.CSRF_COOKIE_SECURE],
+    "round_trip": crypto.decrypt(crypto.encrypt("a reason")),
+    "key_id": keys.key_id(),
+    "remote_days": media_settings.REMOTE_MEDIA_LIFETIME_DAYS,
+    "thumbnail_days": media_settings.THUMBNAIL_LIFETIME_DAYS,
+    "local_days": media_settings.LOCAL_MEDIA_LIFETIME_DAYS,
+}))
+"""
+
+
+def _fresh_process(data_dir, **env) -> dict:
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("DJANGO_SECRET_KEY", "MEDIASITE_ENCRYPTION_KEYS") and not k.startswith("MEDIASITE_")}
+    base.update({"DJANGO_SETTINGS_MODULE": "mediasite.settings.production", "MEDIASITE_DATA_DIR": str(data_dir),
+                 "DATABASE_URL": f"sqlite:///{data_dir / 'db.sqlite3'}", **env})
+    out = subprocess.run([sys.executable, "-c", _SNIPPET], cwd=ROOT, env=base, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_secrets_are_made_once_owner_only_and_the_settings_read_as_documented(tmp_path):
+    first = _fresh_process(tmp_path, MEDIASITE_HTTPS="true", MEDIASITE_REMOTE_MEDIA_LIFETIME="45",
+                           MEDIASITE_THUMBNAIL_LIFETIME="30d")
+    assert len(first["secret_key"]) >= 48 and first["round_trip"] == "a reason"
+    assert first["secure_cookies"] == [True, True]
+    assert (first["remote_days"], first["thumbnail_days"], first["local_days"]) == (45, 30, None)
+    for name in ("secret_key", "encryption_key", "signing.key"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    second = _fresh_process(tmp_path)  # a restart, or another worker: the same secrets
+    assert (second["secret_key"], second["key_id"]) == (first["secret_key"], first["key_id"])
+    assert second["secure_cookies"] == [False, False]
+    assert (second["remote_days"], second["thumbnail_days"]) == (90, 90)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+def _race(path, barrier, results, slow, late):
+    def make():
+        if slow:
+            time.sleep(0.2)  # the first process is slow to write: nobody may read it half-done
+        return os.urandom(16).hex().encode()
+
+    barrier.wait()
+    if late:
+        time.sleep(0.05)
+    data, created = read_or_create(path, make)
+    results.put((data, created, stat.S_IMODE(os.stat(path).st_mode)))
+
+
+def test_processes_starting_together_agree_on_one_secret_and_never_read_it_unwritten(tmp_path):
+    context = multiprocessing.get_context("fork")
+    for round_, slow in enumerate([True, False, False]):
+        path = tmp_path / f"secret-{round_}"
+        barrier, results = context.Barrier(6), context.Queue()
+        procs = [context.Process(target=_race, args=(path, barrier, results, slow and i == 0, slow and i > 0))
+                 for i in range(6)]
+        for proc in procs:
+            proc.start()
+        seen = [results.get(timeout=30) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=30)
+        assert len({data for data, _, _ in seen}) == 1 and len(seen[0][0]) == 32, seen
+        assert sum(created for _, created, _ in seen) == 1
+        assert {mode for _, _, mode in seen} == {0o600}
