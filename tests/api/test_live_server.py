@@ -254,3 +254,33 @@ def test_a_revoked_token_stops_working_on_every_node_at_once(live, alice_token, 
             assert response.status == 401 and json.loads(data)["errcode"] == "M_UNKNOWN_TOKEN"
     finally:
         stop_server(other)
+
+
+def _gunicorn_workers(master_pid: int) -> list[int]:
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def _io_counter(pids: list[int], name: str) -> int:
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith(f"{name}:"):
+                total += int(line.split()[1])
+    return total
+
+
+def test_local_files_are_sent_with_sendfile_not_read_through_the_process(live, alice_token):
+    """Zero-copy: the kernel counts bytes moved by sendfile(2) as written by the process
+    (`wchar` in /proc/<pid>/io), while bytes sent with send(2) on a socket, as a body read
+    through Python would be, are not. So a download by sendfile adds its whole size there."""
+    size = 16 << 20
+    response, data = _request(live, "POST", "/_matrix/media/v3/upload", alice_token, body=b"s" * size)
+    assert response.status == 200, data
+    mxc = json.loads(data)["content_uri"].removeprefix("mxc://")
+    path = f"/_matrix/client/v1/media/download/{mxc}"
+    workers = _gunicorn_workers(live.process.pid)
+    before = _io_counter(workers, "wchar")
+    response, body = _request(live, "GET", path, alice_token)
+    assert response.status == 200 and len(body) == size
+    assert _io_counter(workers, "wchar") - before >= size

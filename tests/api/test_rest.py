@@ -177,3 +177,6 @@ def test_openapi_schema_and_docs(client):
     assert "/api/v1/media/{server_name}/{media_id}/content" in doc["paths"]
     docs = client.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+    redoc = client.get("/api/redoc/")
+    assert redoc.status_code == 200 and b"redoc.standalone.js" in redoc.content
+    assert b"/api/schema/" in redoc.content  # the page renders the served schema

@@ -88,6 +88,27 @@ def test_production_settings_refuse_debug(monkeypatch):
     sys.modules.pop("mediasite.settings.production", None)
 
 
+def test_the_wsgi_entry_point_refuses_settings_that_turn_debug_on(tmp_path):
+    """Whatever settings module an operator layers on top, gunicorn's application never loads
+    with DEBUG on."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    (tmp_path / "debug_settings.py").write_text("from mediasite.settings.test import *  # noqa\nDEBUG = True\n")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "debug_settings",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    out = subprocess.run([sys.executable, "-c", "import mediasite.wsgi"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "ImproperlyConfigured: DEBUG is on: Mediasite does not serve with DEBUG" in out.stderr
+    env["DJANGO_SETTINGS_MODULE"] = "mediasite.settings.test"  # the same import, DEBUG off: it loads
+    assert subprocess.run([sys.executable, "-c", "import mediasite.wsgi"], cwd=ROOT, env=env,
+                          capture_output=True, timeout=120).returncode == 0
+
+
 def test_celery_prints_task_arguments_with_every_string_replaced():
     from mediasite.celery import _redact_task_arguments
 
