@@ -1,8 +1,25 @@
-"""System checks that need the database: run by `manage.py check --database default` and
-before `migrate`, which the container runs at start-up."""
+"""System checks: those that need the database run with `manage.py check --database default`
+and before `migrate`, which the container runs at start-up; the others with every command."""
 from django.conf import settings
 from django.core import checks
 from django.db import DatabaseError
+
+
+@checks.register()
+def check_federation_ca_file(app_configs=None, **kwargs):
+    """A CA file that cannot be loaded would fail every https connection to another server."""
+    from .conf import media_settings
+    from .federation.client import OutboundError, tls_context
+
+    path = media_settings.FEDERATION_TLS_CA_FILE
+    if not path:
+        return []
+    try:
+        tls_context(path)
+    except OutboundError as exc:
+        return [checks.Error(str(exc), hint="Point MEDIASITE_FEDERATION_TLS_CA_FILE at a PEM file of CA "
+                                            "certificates, or unset it.", id="mediasite.E002")]
+    return []
 
 
 @checks.register(checks.Tags.database)

@@ -757,9 +757,11 @@ class _FileWaiter(_Waiter):
         lock_path, self.failure_path = backend._paths(key)
         self.fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o600)
         self.ends_seen = backend._ends(self.fd)  # before the caller's first lookup
+        self.saw_owner = False  # at the last probe
 
     def owner_alive(self):
-        return self.backend._locked(self.fd)
+        self.saw_owner = self.backend._locked(self.fd)
+        return self.saw_owner
 
     def failure(self):
         return self.backend._read_failure(self.failure_path, "visible_until")
@@ -770,15 +772,13 @@ class _FileWaiter(_Waiter):
         # (it died), or every RECHECK_SECONDS, to be safe. With no owner yet (a queued task),
         # this waits for one to come and go, rather than looking up in a loop.
         until = time.monotonic() + min(remaining, RECHECK_SECONDS)
-        saw_owner = False
         while True:
             ends = self.backend._ends(self.fd)
             if ends != self.ends_seen:
                 self.ends_seen = ends
                 return
-            if self.owner_alive():
-                saw_owner = True
-            elif saw_owner:
+            held_before = self.saw_owner  # counting the caller's own probe just before
+            if not self.owner_alive() and held_before:
                 return
             left = until - time.monotonic()
             if left <= 0:

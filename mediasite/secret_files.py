@@ -37,4 +37,10 @@ def read_or_create(path: Path, make: Callable[[], bytes]) -> tuple[bytes, bool]:
             pass
     finally:
         os.unlink(tmp)
+    if created:  # the name itself must survive a crash, or data encrypted with the key is lost
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
     return path.read_bytes(), created

@@ -6,7 +6,12 @@ set, so every process and machine shares the counts, process memory otherwise).
 - Per origin server: remote fetches in flight at once. `limits` counts events in windows, not
   concurrency, so this one is a Redis sorted set of flight IDs scored by expiry (a crashed worker's
   slot frees itself), or a dict in process memory.
+
+A Redis outage: the byte counts let requests through (logged), as the upload limits do; a slot
+cannot be taken (503 COORDINATION_UNAVAILABLE), and one that cannot be given back frees itself
+when its expiry passes. A fetch already made is never failed for its bookkeeping.
 """
+import logging
 import math
 import threading
 import time
@@ -20,6 +25,7 @@ from limits.strategies import FixedWindowRateLimiter
 from .. import errors
 from ..conf import media_settings
 
+logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _limiter: FixedWindowRateLimiter | None = None
 _local_slots: dict[str, dict[str, float]] = {}
@@ -50,16 +56,24 @@ def _user_key(user) -> str:
 def check_user_bytes(user) -> None:
     """429 when the user has used up this window's remote bytes."""
     item = _bytes_item()
-    if limiter().test(item, "remote-bytes", _user_key(user)):
+    try:
+        if limiter().test(item, "remote-bytes", _user_key(user)):
+            return
+        reset_at = limiter().get_window_stats(item, "remote-bytes", _user_key(user)).reset_time
+    except Exception:  # the counter store is down
+        logger.warning("Remote-byte limit storage unavailable; request allowed", exc_info=True)
         return
-    reset_at = limiter().get_window_stats(item, "remote-bytes", _user_key(user)).reset_time
     raise errors.RateLimited("Too much remote media requested; try again later",
                              retry_after_ms=max(1000, math.ceil((reset_at - time.time()) * 1000)))
 
 
 def charge_user_bytes(user, size: int) -> None:
-    if size > 0:
+    if size <= 0:
+        return
+    try:
         limiter().hit(_bytes_item(), "remote-bytes", _user_key(user), cost=size)
+    except Exception:  # the counter store is down: the bytes are fetched and stored all the same
+        logger.warning("Remote-byte limit storage unavailable; %s bytes not counted", size, exc_info=True)
 
 
 def acquire_origin_slot(origin: str, *, hold_seconds: float) -> str:
@@ -69,6 +83,8 @@ def acquire_origin_slot(origin: str, *, hold_seconds: float) -> str:
     cap = media_settings.REMOTE_FETCHES_PER_ORIGIN
     url = _redis_url()
     if url:
+        import redis
+
         client = _redis(url)
         key = f"mediasite:fed:origin-slots:{origin}"
         pipe = client.pipeline()
@@ -76,7 +92,11 @@ def acquire_origin_slot(origin: str, *, hold_seconds: float) -> str:
         pipe.zadd(key, {flight: now + hold_seconds})
         pipe.zcard(key)
         pipe.expire(key, int(hold_seconds) + 60)
-        count = pipe.execute()[2]
+        try:
+            count = pipe.execute()[2]
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            logger.warning("Origin fetch slots unavailable: %s", exc)
+            raise errors.CoordinationUnavailable() from exc
         if count > cap:
             client.zrem(key, flight)
             raise errors.RateLimited("Too many fetches from this server in progress", retry_after_ms=1000)
@@ -95,7 +115,10 @@ def acquire_origin_slot(origin: str, *, hold_seconds: float) -> str:
 def release_origin_slot(origin: str, flight: str) -> None:
     url = _redis_url()
     if url:
-        _redis(url).zrem(f"mediasite:fed:origin-slots:{origin}", flight)
+        try:
+            _redis(url).zrem(f"mediasite:fed:origin-slots:{origin}", flight)
+        except Exception:  # it frees itself when its expiry passes
+            logger.warning("Could not release an origin fetch slot of %s", origin, exc_info=True)
         return
     with _lock:
         _local_slots.get(origin, {}).pop(flight, None)

@@ -19,6 +19,7 @@ from PIL import Image
 
 from media_app import singleflight
 from media_app.federation import blocklist
+from media_app.federation import ratelimit as fed_ratelimit
 from media_app.federation import remote as remote_media
 from media_app.models import Media, MediaEvent, Thumbnail
 from tests.conftest import _free_port, body_of, png_bytes, require_service
@@ -544,21 +545,21 @@ class PrivateRedis:
     def __init__(self):
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.client = redis.Redis.from_url(self.url)
         self.proc = None
 
     def start(self):
         self.proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 10
         while True:
             try:
-                client.ping()
+                self.client.ping()
                 return
             except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
+                assert self.proc.poll() is None, "redis-server exited (port taken?)"
+                assert time.monotonic() < deadline, "redis-server did not answer"
                 time.sleep(0.02)
 
     def kill(self):
@@ -570,16 +571,29 @@ class PrivateRedis:
         self.start()
 
 
+def _until(condition, seconds: float = 10):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
 @pytest.fixture
 def flights_on_private_redis(monkeypatch):
+    """The flights and the remote-media rate limits (byte counts, origin slots) on one Redis of
+    the test's own, as a deployment has them on its one REDIS_URL."""
     require_service("redis-server", shutil.which("redis-server") is not None, "install Redis")
     server = PrivateRedis()
     server.start()
     chosen = singleflight.RedisBackend(server.url)
     monkeypatch.setattr(singleflight, "backend", lambda: chosen)
+    monkeypatch.setattr(fed_ratelimit, "_redis_url", lambda: server.url)
+    monkeypatch.setattr(fed_ratelimit, "_limiter", None)
     yield server
     if server.proc.poll() is None:
         server.kill()
+    chosen.client.close()
+    server.client.close()
 
 
 def test_redis_gone_before_a_fetch_answers_503_with_retry_after_and_local_media_still_serves(
@@ -602,11 +616,14 @@ def test_redis_gone_before_a_fetch_answers_503_with_retry_after_and_local_media_
 
 def test_redis_gone_until_the_fetch_ends_still_stores_and_answers(in_web, flights_on_private_redis, alice_client):
     data = secrets.token_bytes(40_000)
-    media_id = in_web.on(new_id(), "trickle", data, 1.5)
-    threading.Timer(0.4, flights_on_private_redis.kill).start()
-    # Stored inline (not deferred), as HEAD requests and thumbnails do: the flight's end, on a
-    # Redis that is gone, is the last step.
+    media_id = in_web.on(new_id(), "trickle", data, 2.5)
+    outage = threading.Thread(target=lambda: (_until(lambda: in_web.count(media_id) == 1),
+                                              flights_on_private_redis.kill()))
+    outage.start()
+    # Stored inline (not deferred), as HEAD requests and thumbnails do. After the bytes, with
+    # Redis gone: the origin slot's release, the flight's end, the user's byte count.
     media = remote_media.remote_media_get(server_name="origin.test", media_id=media_id, timeout_ms=5000)
+    outage.join()
     assert media.status == "stored" and media.blob.size == len(data)
     flights_on_private_redis.start()
     response = get(alice_client, "origin.test", media_id)
@@ -617,7 +634,7 @@ def test_redis_gone_until_the_fetch_ends_still_stores_and_answers(in_web, flight
 def test_redis_restarted_empty_mid_fetch_lets_a_second_owner_fetch_and_both_are_answered(
         in_web, flights_on_private_redis, alice_client, caplog):
     data = secrets.token_bytes(40_000)
-    media_id = in_web.on(new_id(), "trickle", data, 1.5)
+    media_id = in_web.on(new_id(), "trickle", data, 2.5)
 
     def request():
         try:
@@ -628,7 +645,7 @@ def test_redis_restarted_empty_mid_fetch_lets_a_second_owner_fetch_and_both_are_
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         first = pool.submit(request)
-        time.sleep(0.4)
+        _until(lambda: in_web.count(media_id) == 1)  # the origin is sending
         flights_on_private_redis.restart()  # the first owner's claim is gone with the data
         second = pool.submit(request)
         assert first.result() == (200, data)

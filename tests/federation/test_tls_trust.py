@@ -16,13 +16,17 @@ from tests.federation.test_remote_fetch import get
 from tests.tls import self_signed_cert
 
 
+def _origin_with(cert, key) -> Origin:
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    return Origin("127.0.0.1", tls=tls)
+
+
 @pytest.fixture(scope="module")
 def tls_origin(tmp_path_factory):
     cert, key = self_signed_cert(tmp_path_factory.mktemp("origin-ca"))
     other_ca, _ = self_signed_cert(tmp_path_factory.mktemp("other-ca"))  # signs nothing here
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(cert, key)
-    server = Origin("127.0.0.1", tls=tls)
+    server = _origin_with(cert, key)
     yield server, cert, other_ca
     server.stop()
 
@@ -31,14 +35,14 @@ def tls_origin(tmp_path_factory):
 def fetch(tls_origin, transactional_db, alice_client, monkeypatch):
     server, _, _ = tls_origin
 
-    def fetch(*, extra_ca_file: str = "", system_ca_file: str | None = None):
+    def fetch(*, extra_ca_file: str = "", system_ca_file: str | None = None, origin: Origin = server):
         if system_ca_file is not None:
             monkeypatch.setenv("SSL_CERT_FILE", str(system_ca_file))
         client._tls_context.cache_clear()
         client._forget_pools_after_fork()  # no connection kept from another case's trust
         data = secrets.token_bytes(1000)
-        media_id = server.on("c" + secrets.token_hex(8), "bytes", data)
-        conf = {**django_settings.MEDIASITE, "FEDERATION_SERVER_MAP": {"tls.test": server.url},
+        media_id = origin.on("c" + secrets.token_hex(8), "bytes", data)
+        conf = {**django_settings.MEDIASITE, "FEDERATION_SERVER_MAP": {"tls.test": origin.url},
                 "OUTBOUND_ALLOWLIST": ["127.0.0.1/32"], "FEDERATION_TLS_CA_FILE": str(extra_ca_file),
                 "REMOTE_FETCH_IN_WORKER": False, "REMOTE_FETCH_DEADLINE_SECONDS": 5.0}
         with override_settings(MEDIASITE=conf):
@@ -69,3 +73,26 @@ def test_a_certificate_no_trusted_ca_signed_is_refused(fetch, tls_origin):
     _, _, other_ca = tls_origin
     response, _ = fetch(extra_ca_file=other_ca)
     assert response.status_code == 502 and response.json()["code"] == "REMOTE_FETCH_FAILED"
+
+
+def test_a_trusted_certificate_for_another_name_is_refused(fetch, tmp_path):
+    cert, key = self_signed_cert(tmp_path, dns_names=("elsewhere.test",), ip_addresses=())
+    server = _origin_with(cert, key)
+    try:
+        response, _ = fetch(extra_ca_file=cert, origin=server)
+    finally:
+        server.stop()
+    assert response.status_code == 502 and response.json()["code"] == "REMOTE_FETCH_FAILED"
+    assert server.count(next(iter(server.behaviours))) == 0  # refused in the handshake
+
+
+def test_a_ca_file_that_cannot_be_loaded_fails_the_check_and_answers_502_not_500(fetch, tmp_path):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    missing = tmp_path / "no-such-ca.pem"
+    response, _ = fetch(extra_ca_file=missing)
+    assert response.status_code == 502 and response.json()["code"] == "REMOTE_FETCH_FAILED"
+    conf = {**django_settings.MEDIASITE, "FEDERATION_TLS_CA_FILE": str(missing)}
+    with override_settings(MEDIASITE=conf), pytest.raises(SystemCheckError, match="mediasite.E002"):
+        call_command("check")

@@ -6,10 +6,9 @@ import os
 import stat
 import subprocess
 import sys
-import time
 
-from mediasite.secret_files import read_or_create
 from tests.conftest import ROOT
+from tests.security.secret_race import race
 
 _SNIPPET = """
 import json, django
@@ -56,31 +55,19 @@ def test_secrets_are_made_once_owner_only_and_the_settings_read_as_documented(tm
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
 
 
-def _race(path, barrier, results, slow, late):
-    def make():
-        if slow:
-            time.sleep(0.2)  # the first process is slow to write: nobody may read it half-done
-        return os.urandom(16).hex().encode()
-
-    barrier.wait()
-    if late:
-        time.sleep(0.05)
-    data, created = read_or_create(path, make)
-    results.put((data, created, stat.S_IMODE(os.stat(path).st_mode)))
-
-
 def test_processes_starting_together_agree_on_one_secret_and_never_read_it_unwritten(tmp_path):
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")  # not fork: pytest's process has threads
     for round_, slow in enumerate([True, False, False]):
         path = tmp_path / f"secret-{round_}"
         barrier, results = context.Barrier(6), context.Queue()
-        procs = [context.Process(target=_race, args=(path, barrier, results, slow and i == 0, slow and i > 0))
+        procs = [context.Process(target=race, args=(path, barrier, results, slow and i == 0, slow and i > 0))
                  for i in range(6)]
         for proc in procs:
             proc.start()
         seen = [results.get(timeout=30) for _ in procs]
         for proc in procs:
             proc.join(timeout=30)
+            assert proc.exitcode == 0
         assert len({data for data, _, _ in seen}) == 1 and len(seen[0][0]) == 32, seen
         assert sum(created for _, created, _ in seen) == 1
         assert {mode for _, _, mode in seen} == {0o600}
