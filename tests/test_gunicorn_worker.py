@@ -24,3 +24,30 @@ HEAD = b"POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\n"
 ])
 def test_request_ready(request_bytes, ready, settings):
     assert request_ready(request_bytes) is ready
+
+
+def test_the_environment_sets_gunicorn_and_its_worker(monkeypatch):
+    """The README's rows for the server process: bind address, processes, threads, trusted
+    proxies, and the worker's socket wait, read from the environment as gunicorn loads them."""
+    import importlib
+    import runpy
+
+    import mediasite.gunicorn_worker as worker
+    from tests.conftest import ROOT
+
+    for name, value in {"MEDIASITE_BIND_HOST": "0.0.0.0", "PORT": "9123", "MEDIASITE_WORKERS": "3",
+                        "MEDIASITE_THREADS": "6", "MEDIASITE_FORWARDED_ALLOW_IPS": "10.0.0.5,10.0.0.6",
+                        "MEDIASITE_IO_TIMEOUT_SECONDS": "7"}.items():
+        monkeypatch.setenv(name, value)
+    conf = runpy.run_path(str(ROOT / "mediasite" / "gunicorn_conf.py"))
+    assert (conf["bind"], conf["workers"], conf["threads"]) == ("0.0.0.0:9123", 3, 6)
+    assert conf["forwarded_allow_ips"] == "10.0.0.5,10.0.0.6"
+    try:
+        assert importlib.reload(worker).IO_TIMEOUT_SECONDS == 7
+    finally:
+        monkeypatch.delenv("MEDIASITE_IO_TIMEOUT_SECONDS")
+        importlib.reload(worker)
+    for name in ("MEDIASITE_BIND_HOST", "MEDIASITE_THREADS", "MEDIASITE_FORWARDED_ALLOW_IPS"):
+        monkeypatch.delenv(name)
+    defaults = runpy.run_path(str(ROOT / "mediasite" / "gunicorn_conf.py"))
+    assert (defaults["bind"], defaults["threads"], defaults["forwarded_allow_ips"]) == ("127.0.0.1:9123", 4, "127.0.0.1")

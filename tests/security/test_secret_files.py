@@ -25,6 +25,8 @@ print(json.dumps({
     "remote_days": media_settings.REMOTE_MEDIA_LIFETIME_DAYS,
     "thumbnail_days": media_settings.THUMBNAIL_LIFETIME_DAYS,
     "local_days": media_settings.LOCAL_MEDIA_LIFETIME_DAYS,
+    "allowed_hosts": settings.ALLOWED_HOSTS,
+    "lockout_hours": settings.AXES_COOLOFF_TIME,
 }))
 """
 
@@ -42,16 +44,19 @@ def _fresh_process(data_dir, **env) -> dict:
 
 def test_secrets_are_made_once_owner_only_and_the_settings_read_as_documented(tmp_path):
     first = _fresh_process(tmp_path, MEDIASITE_HTTPS="true", MEDIASITE_REMOTE_MEDIA_LIFETIME="45",
-                           MEDIASITE_THUMBNAIL_LIFETIME="30d")
+                           MEDIASITE_THUMBNAIL_LIFETIME="30d", MEDIASITE_ALLOWED_HOSTS="media.example.org,m.example.org",
+                           MEDIASITE_ADMIN_LOGIN_COOLOFF_HOURS="3")
     assert len(first["secret_key"]) >= 48 and first["round_trip"] == "a reason"
     assert first["secure_cookies"] == [True, True]
     assert (first["remote_days"], first["thumbnail_days"], first["local_days"]) == (45, 30, None)
+    assert first["allowed_hosts"] == ["media.example.org", "m.example.org"] and first["lockout_hours"] == 3
     for name in ("secret_key", "encryption_key", "signing.key"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
     second = _fresh_process(tmp_path)  # a restart, or another worker: the same secrets
     assert (second["secret_key"], second["key_id"]) == (first["secret_key"], first["key_id"])
     assert second["secure_cookies"] == [False, False]
     assert (second["remote_days"], second["thumbnail_days"]) == (90, 90)
+    assert second["allowed_hosts"] == ["*"] and second["lockout_hours"] == 1
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
 
 

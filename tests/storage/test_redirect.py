@@ -74,6 +74,20 @@ def test_same_url_within_a_time_bucket(alice_client, redirects_on, settings, mon
 
 
 @pytest.mark.django_db
+def test_a_url_is_valid_for_its_window_plus_the_minimum_validity(alice_client, redirects_on, settings):
+    settings.MEDIASITE = {**settings.MEDIASITE, "REDIRECT_URL_BUCKET_SECONDS": 3600,
+                          "REDIRECT_URL_MIN_VALIDITY_SECONDS": 600}
+    upload(alice_client, DATA)
+    key = Blob.objects.get().key
+    url, _ = storage.download_redirect(storage.backend("s3"), key, now=1_800_000_100.0,
+                                       media_type="application/octet-stream", disposition="attachment")
+    query = parse_qs(urlsplit(url).query)
+    start = 1_800_000_000 - 1_800_000_000 % 3600
+    assert query["X-Amz-Date"] == [datetime.fromtimestamp(start, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")]
+    assert query["X-Amz-Expires"] == ["4200"]  # valid until 600 s after its window ends
+
+
+@pytest.mark.django_db
 def test_signature_matches_botocore_at_the_same_instant(redirects_on, monkeypatch, alice_client):
     """Our signer only fixes the time; the URL must be the one botocore would sign then."""
     upload(alice_client, DATA)
