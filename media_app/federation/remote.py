@@ -431,8 +431,11 @@ def _store(fetched: FetchedRemote) -> Media:
             # pause longer than the lease) and a successor fetched too. Its row stands, answered
             # to this owner's requester as to everyone else's; a blob only this fetch made is
             # left unreferenced for the collector.
-            return Media.objects.select_related("blob").get(server_name=fetched.server_name,
-                                                            media_id=fetched.media_id)
+            stored = Media.objects.select_related("blob").filter(server_name=fetched.server_name,
+                                                                 media_id=fetched.media_id).first()
+            if stored is None:
+                raise  # not that constraint
+            return stored
         events.emit(events.REMOTE_CACHED, {"media_id": fetched.media_id, "origin_server": fetched.server_name},
                     server_name=fetched.server_name)
         return media_quarantine_on_arrival(media=media, blob=blob)
