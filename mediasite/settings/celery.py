@@ -18,7 +18,10 @@ else:
         "data_folder_in": str(BROKER_DIR),
         "data_folder_out": str(BROKER_DIR),
         "control_folder": str(BROKER_DIR / "control"),
-        "polling_interval": 0.5,
+        # How long a queued task can wait unseen: a directory listing this often costs the
+        # idle worker next to nothing, and a request waiting for a task (a remote fetch with
+        # MEDIASITE_REMOTE_FETCH_IN_WORKER) waits for it.
+        "polling_interval": 0.05,
     }
     # The filesystem transport has no fanout exchange for remote control.
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
