@@ -453,7 +453,7 @@ def _reclaim(blob_ids: set[int]) -> int:
 MODERATOR_PERMISSIONS = [
     ("media_app", "view_media"), ("media_app", "view_blob"), ("media_app", "view_mediaevent"),
     ("moderation", "view_moderationrequest"), ("moderation", "view_blockedserver"),
-    ("moderation", "view_quarantinedcontent"), ("moderation", "moderate"),
+    ("moderation", "view_quarantinedcontent"), ("moderation", "moderate"), ("retention", "view_purge"),
 ]
 
 
