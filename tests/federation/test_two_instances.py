@@ -165,6 +165,35 @@ def test_hundred_concurrent_requests_over_two_web_processes_make_one_origin_requ
     assert len(pids) >= 2, "the requests were all served by one web process"
 
 
+def test_hundred_concurrent_requests_over_two_nodes_of_one_server_make_one_origin_request(
+        pair, fed_origin, make_user, make_token, tmp_path):
+    """A second node of A: its own gunicorn (two processes), on A's database, Redis (when set)
+    and data directory, as nodes share them. Half the requests go to each node."""
+    from tests.conftest import _free_port, start_server, stop_server
+
+    a, _b = pair
+    second = start_server(tmp_path, port=_free_port(), **a.env)
+    try:
+        data = png_bytes(31, 31, color=(4, 5, 6))
+        media_id = fed_origin.on("c" + secrets.token_hex(8), "bytes", data, "image/png", 1.0)
+        token = make_token(make_user("dora"))
+        path = f"/_matrix/client/v1/media/download/origin.test/{media_id}"
+
+        def one(i):
+            node = a.url if i % 2 == 0 else second.url
+            return http("GET", node + path, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+
+        with ThreadPoolExecutor(100) as pool:
+            results = list(pool.map(one, range(100)))
+        statuses = [status for status, _, _ in results]
+        assert statuses == [200] * 100, (statuses, second.log()[-3000:])
+        assert all(body == data for _, _, body in results)
+        assert fed_origin.count(media_id) == 1
+        assert media_id in second.log() and media_id in a.log()  # both nodes answered some
+    finally:
+        stop_server(second)
+
+
 @contextlib.contextmanager
 def media_inserts_blocked():
     """Hold, from outside A, a lock that makes every INSERT of a media row on A's database wait."""
