@@ -143,24 +143,29 @@ def test_a_publishes_its_key_and_b_fetched_it(pair):
     assert json.loads(body)["server_name"] == "a.test"
 
 
-def test_hundred_concurrent_requests_over_two_web_processes_make_one_origin_request(pair, fed_origin, make_user,
-                                                                                     make_token):
-    a, _b = pair
-    data = png_bytes(30, 30, color=(1, 2, 3))
+def _hundred_first_requests(urls: list, fed_origin, token: str, color) -> str:
+    """100 concurrent downloads of one uncached remote media, spread over `urls` in turn: all
+    answered with its bytes, and one request at the origin. Returns its media ID."""
+    data = png_bytes(30, 30, color=color)
     # The origin answers after a second, so every request arrives while the fetch is in flight.
     media_id = fed_origin.on("c" + secrets.token_hex(8), "bytes", data, "image/png", 1.0)
-    token = make_token(make_user("carol"))
-    url = f"{a.url}/_matrix/client/v1/media/download/origin.test/{media_id}"
+    path = f"/_matrix/client/v1/media/download/origin.test/{media_id}"
 
-    def one(_):
-        return http("GET", url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+    def one(i):
+        return http("GET", urls[i % len(urls)] + path, headers={"Authorization": f"Bearer {token}"}, timeout=120)
 
     with ThreadPoolExecutor(100) as pool:
         results = list(pool.map(one, range(100)))
-    statuses = [status for status, _, _ in results]
-    assert statuses == [200] * 100, (statuses, a.log()[-3000:])
+    assert [status for status, _, _ in results] == [200] * 100, [status for status, _, _ in results]
     assert all(body == data for _, _, body in results)
     assert fed_origin.count(media_id) == 1
+    return media_id
+
+
+def test_hundred_concurrent_requests_over_two_web_processes_make_one_origin_request(pair, fed_origin, make_user,
+                                                                                     make_token):
+    a, _b = pair
+    media_id = _hundred_first_requests([a.url], fed_origin, make_token(make_user("carol")), (1, 2, 3))
     pids = {line.rsplit("pid=", 1)[1] for line in a.log().splitlines() if media_id in line and "pid=" in line}
     assert len(pids) >= 2, "the requests were all served by one web process"
 
@@ -168,27 +173,13 @@ def test_hundred_concurrent_requests_over_two_web_processes_make_one_origin_requ
 def test_hundred_concurrent_requests_over_two_nodes_of_one_server_make_one_origin_request(
         pair, fed_origin, make_user, make_token, tmp_path):
     """A second node of A: its own gunicorn (two processes), on A's database, Redis (when set)
-    and data directory, as nodes share them. Half the requests go to each node."""
+    and data directory, as nodes share them. Every other request goes to it."""
     from tests.conftest import _free_port, start_server, stop_server
 
     a, _b = pair
     second = start_server(tmp_path, port=_free_port(), **a.env)
     try:
-        data = png_bytes(31, 31, color=(4, 5, 6))
-        media_id = fed_origin.on("c" + secrets.token_hex(8), "bytes", data, "image/png", 1.0)
-        token = make_token(make_user("dora"))
-        path = f"/_matrix/client/v1/media/download/origin.test/{media_id}"
-
-        def one(i):
-            node = a.url if i % 2 == 0 else second.url
-            return http("GET", node + path, headers={"Authorization": f"Bearer {token}"}, timeout=120)
-
-        with ThreadPoolExecutor(100) as pool:
-            results = list(pool.map(one, range(100)))
-        statuses = [status for status, _, _ in results]
-        assert statuses == [200] * 100, (statuses, second.log()[-3000:])
-        assert all(body == data for _, _, body in results)
-        assert fed_origin.count(media_id) == 1
+        media_id = _hundred_first_requests([a.url, second.url], fed_origin, make_token(make_user("dora")), (4, 5, 6))
         assert media_id in second.log() and media_id in a.log()  # both nodes answered some
     finally:
         stop_server(second)
