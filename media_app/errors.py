@@ -263,6 +263,13 @@ class InternalError(MediasiteError):
     pass
 
 
+def error_classes(cls=MediasiteError):
+    """Every error class below `cls`, subclasses of subclasses included."""
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from error_classes(sub)
+
+
 def error_response(err: MediasiteError) -> JsonResponse:
     response = JsonResponse(err.as_dict(), status=err.status)
     for name, value in err.headers.items():

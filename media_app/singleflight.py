@@ -290,14 +290,8 @@ def _error_payload(error: errors.MediasiteError) -> dict:
     return {"code": error.code, "message": error.message, "headers": error.headers, "extra": extra}
 
 
-def _error_classes(cls=errors.MediasiteError):
-    for sub in cls.__subclasses__():
-        yield sub
-        yield from _error_classes(sub)
-
-
 def _error_from_payload(payload: dict) -> errors.MediasiteError:
-    cls = next((c for c in _error_classes() if c.code == payload.get("code")), errors.InternalError)
+    cls = next((c for c in errors.error_classes() if c.code == payload.get("code")), errors.InternalError)
     # Built without the subclass's __init__, whose arguments vary: the state travels instead.
     error = cls.__new__(cls)
     errors.MediasiteError.__init__(error, payload.get("message"), headers=payload.get("headers") or {})
