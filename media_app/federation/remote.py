@@ -431,8 +431,7 @@ def _store(fetched: FetchedRemote) -> Media:
             # pause longer than the lease) and a successor fetched too. Its row stands, answered
             # to this owner's requester as to everyone else's; a blob only this fetch made is
             # left unreferenced for the collector.
-            stored = Media.objects.select_related("blob").filter(server_name=fetched.server_name,
-                                                                 media_id=fetched.media_id).first()
+            stored = selectors.media_with_blob(server_name=fetched.server_name, media_id=fetched.media_id)
             if stored is None:
                 raise  # not that constraint
             return stored
