@@ -255,24 +255,21 @@ def _pool_for(target: Target):
     return manager.connection_from_host(target.host, target.port, target.scheme, pool_kwargs=tls)
 
 
+@functools.lru_cache(maxsize=4)
 def tls_context(extra_ca_file: str) -> ssl.SSLContext:
     """The system's CAs, plus those of FEDERATION_TLS_CA_FILE: a private CA is added to the trust
     store, never put in its place (urllib3's `ca_certs` would replace it, cutting off every
     public server). Read once per process (a changed file takes a restart); one context per
-    file, so the pools keyed on it are shared. A file that cannot be loaded is an OutboundError,
-    which every caller answers as an unreachable server (and `manage.py check` reports)."""
-    try:
-        return _tls_context(extra_ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise OutboundError(f"Cannot load MEDIASITE_FEDERATION_TLS_CA_FILE {extra_ca_file!r}: {exc}") from None
-
-
-@functools.lru_cache(maxsize=4)
-def _tls_context(extra_ca_file: str) -> ssl.SSLContext:
+    file, so the pools keyed on it are shared. A file that cannot be loaded is an OutboundError
+    (never cached), which every caller answers as an unreachable server (and `manage.py check`
+    reports)."""
     context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
     context.load_default_certs()
     if extra_ca_file:
-        context.load_verify_locations(cafile=extra_ca_file)
+        try:
+            context.load_verify_locations(cafile=extra_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise OutboundError(f"Cannot load MEDIASITE_FEDERATION_TLS_CA_FILE {extra_ca_file!r}: {exc}") from None
     return context
 
 

@@ -38,7 +38,7 @@ def fetch(tls_origin, transactional_db, alice_client, monkeypatch):
     def fetch(*, extra_ca_file: str = "", system_ca_file: str | None = None, origin: Origin = server):
         if system_ca_file is not None:
             monkeypatch.setenv("SSL_CERT_FILE", str(system_ca_file))
-        client._tls_context.cache_clear()
+        client.tls_context.cache_clear()
         client._forget_pools_after_fork()  # no connection kept from another case's trust
         data = secrets.token_bytes(1000)
         media_id = origin.on("c" + secrets.token_hex(8), "bytes", data)
@@ -52,7 +52,7 @@ def fetch(tls_origin, transactional_db, alice_client, monkeypatch):
         return response, data
 
     yield fetch
-    client._tls_context.cache_clear()
+    client.tls_context.cache_clear()
     client._forget_pools_after_fork()
 
 
