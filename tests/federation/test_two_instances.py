@@ -156,7 +156,8 @@ def _hundred_first_requests(urls: list, fed_origin, token: str, color) -> str:
 
     with ThreadPoolExecutor(100) as pool:
         results = list(pool.map(one, range(100)))
-    assert [status for status, _, _ in results] == [200] * 100, [status for status, _, _ in results]
+    statuses = [status for status, _, _ in results]
+    assert statuses == [200] * 100, statuses
     assert all(body == data for _, _, body in results)
     assert fed_origin.count(media_id) == 1
     return media_id
