@@ -45,13 +45,14 @@ def manage(env, *args) -> str:
     return out.stdout
 
 
-def start(name: str, port: int, data: Path, peers: dict, workers: int, redis_url: str = "") -> tuple[list, dict, str]:
+def start(name: str, port: int, data: Path, peers: dict, workers: int, redis_url: str = "",
+          **extra_env: str) -> tuple[list, dict, str]:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mediasite.settings.production", "PORT": str(port),
            "MEDIASITE_SERVER_NAME": name, "MEDIASITE_DATA_DIR": str(data), "REDIS_URL": redis_url,
            "DATABASE_URL": f"sqlite:///{data / 'db.sqlite3'}", "MEDIASITE_OUTBOUND_ALLOWLIST": "127.0.0.0/8",
            "MEDIASITE_FEDERATION_SERVER_MAP": json.dumps(peers), "MEDIASITE_WORKERS": str(workers),
            "MEDIASITE_THUMBNAIL_PREGENERATE": "false", "MEDIASITE_ACCESS_FLUSH_SECONDS": "5",
-           "MEDIASITE_REMOTE_DOWNLOAD_BYTES_PER_USER": str(1 << 40)}
+           "MEDIASITE_REMOTE_DOWNLOAD_BYTES_PER_USER": str(1 << 40), **extra_env}
     env.pop("MEDIASITE_ENCRYPTION_KEYS", None)
     manage(env, "migrate", "--noinput", "-v", "0")
     token = manage(env, "create_token", "bench").strip().splitlines()[-1]

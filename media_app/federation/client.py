@@ -40,6 +40,9 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # origin does not see a connection made and dropped per request.
 KEPT_TARGETS = 64
 KEPT_CONNECTIONS_PER_TARGET = 8
+# The most one read of a response body asks for: more than a TLS record (16 KiB) or a few
+# socket buffers' worth on a plain connection.
+READ_BYTES = 64 << 10
 
 
 class OutboundError(Exception):
@@ -190,7 +193,9 @@ class Response:
     def read(self, amount: int) -> bytes:
         self.deadline.check()
         try:
-            return self.raw.read1(amount)
+            # At most READ_BYTES per call: read1 allocates what it is asked for before it
+            # learns how little has arrived (one TLS record, often a few KiB).
+            return self.raw.read1(min(amount, READ_BYTES))
         except (TimeoutError, urllib3.exceptions.ReadTimeoutError) as exc:
             raise OutboundTimeout("Read timed out") from exc
         except (OSError, HTTPError) as exc:

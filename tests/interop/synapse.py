@@ -39,6 +39,13 @@ rc_login:
 rc_media_create: {per_second: 10000, burst_count: 10000}
 """
 
+# Synapse refuses private addresses and self-signed peers by default; both are needed on loopback.
+SYNAPSE_FEDERATION_ON_LOOPBACK = """
+federation_verify_certificates: false
+ip_range_blacklist: []
+ip_range_whitelist: ['127.0.0.0/8']
+"""
+
 
 def synapse_venv() -> Path:
     """The virtualenv holding the pinned Synapse, created on first use."""

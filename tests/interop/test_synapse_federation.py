@@ -10,17 +10,10 @@ import pytest
 from PIL import Image
 
 from tests.conftest import _database_url, _free_port, png_bytes, start_server, stop_server, stored_media
-from tests.interop.synapse import start_synapse
+from tests.interop.synapse import SYNAPSE_FEDERATION_ON_LOOPBACK, start_synapse
 from tests.interop.tlsproxy import TlsProxy
 
 pytestmark = pytest.mark.server
-
-# Synapse refuses private addresses and self-signed peers by default; both are needed on loopback.
-SYNAPSE_FEDERATION_ON_LOOPBACK = """
-federation_verify_certificates: false
-ip_range_blacklist: []
-ip_range_whitelist: ['127.0.0.0/8']
-"""
 
 
 def http(method, url, *, body=None, headers=None, timeout=90):

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""First fetches of remote media: Mediasite against Synapse, from the same origin, in one run.
+
+Starts an origin (Mediasite, embedded default) behind an nginx TLS proxy, since Synapse speaks
+only https to its peers; a second Mediasite (A, embedded default) and a Synapse (the pinned
+release the interop tests install, tests/interop/synapse.py), both fetching from the origin over
+signed federation through that proxy. Each round uploads three fresh files of the same size to
+the origin, then, in an order that alternates between rounds, downloads one directly from the
+origin through the proxy (a new connection, as a client that has never talked to it), has A
+fetch the second and Synapse the third for the first time. A first untimed fetch through each
+lets the origin fetch their keys and them open their connections, as any later fetch finds.
+
+Prints one JSON object: medians over the rounds and the ratios. Needs nginx and, the first time,
+the registry that Synapse installs from.
+
+Usage: bench/federation_vs_synapse.py [--first 30] [--size-kb 256]
+"""
+import argparse
+import http.client
+import json
+import os
+import shutil
+import ssl
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.federation_bench import free_port, request, start, upload  # noqa: E402
+from tests.interop.synapse import SYNAPSE_FEDERATION_ON_LOOPBACK, start_synapse  # noqa: E402
+from tests.interop.tlsproxy import TlsProxy  # noqa: E402
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--first", type=int, default=30)
+    ap.add_argument("--size-kb", type=int, default=256)
+    a = ap.parse_args()
+    size = a.size_kb << 10
+    tmp = Path(tempfile.mkdtemp(prefix="fedsynapse-"))
+    port_b, tls_b, port_a, port_s = free_port(), free_port(), free_port(), free_port()
+    procs, synapse, proxy = [], None, None
+    try:
+        proxy = TlsProxy(tmp / "nginx", {tls_b: port_b})
+        origin = f"127.0.0.1:{tls_b}"  # an IP literal with a port: both fetchers connect straight to the proxy
+        synapse = start_synapse(tmp / "synapse", port=port_s, extra_config=SYNAPSE_FEDERATION_ON_LOOPBACK,
+                                server_name="synapse.bench")
+        for name in ("a", "b"):
+            (tmp / name).mkdir()
+        b, _, token_b = start(origin, port_b, tmp / "b", {"a.bench": f"http://127.0.0.1:{port_a}",
+                                                          "synapse.bench": synapse.url}, workers=2)
+        procs += b
+        a_procs, _, token_a = start("a.bench", port_a, tmp / "a", {}, workers=3,
+                                    MEDIASITE_FEDERATION_TLS_CA_FILE=str(proxy.cert))
+        procs += a_procs
+
+        tls = ssl.create_default_context(cafile=str(proxy.cert))
+
+        def direct(mxc):
+            conn = http.client.HTTPSConnection("127.0.0.1", tls_b, timeout=120, context=tls)
+            try:
+                status, body = request(None, "GET", f"/_matrix/client/v1/media/download/{mxc}", token_b, conn=conn)
+            finally:
+                conn.close()
+            assert status == 200 and len(body) == size, status
+
+        def through_a(mxc):
+            status, body = request(port_a, "GET", f"/_matrix/client/v1/media/download/{mxc}", token_a)
+            assert status == 200 and len(body) == size, (status, body[:300])
+
+        def through_synapse(mxc):
+            status, body = request(port_s, "GET", f"/_matrix/client/v1/media/download/{mxc}", synapse.token)
+            assert status == 200 and len(body) == size, (status, body[:300])
+
+        for fetch in (through_a, through_synapse):  # untimed: keys and connections
+            status, body = request(port_a if fetch is through_a else port_s, "GET",
+                                   f"/_matrix/client/v1/media/download/{upload(port_b, token_b, b'warm-up')}",
+                                   token_a if fetch is through_a else synapse.token)
+            assert status == 200, (fetch.__name__, status, body[:300], synapse.log()[-3000:])
+        times = {"direct": [], "mediasite": [], "synapse": []}
+        for i in range(a.first):
+            ways = [("direct", direct), ("mediasite", through_a), ("synapse", through_synapse)]
+            if i % 2:
+                ways.reverse()
+            mxcs = [upload(port_b, token_b, os.urandom(size)) for _ in ways]
+            for (label, fetch), mxc in zip(ways, mxcs):
+                times[label].append(timed(lambda: fetch(mxc)))
+        ms = {label: statistics.median(values) * 1000 for label, values in times.items()}
+        print(json.dumps({
+            "size_kb": a.size_kb,
+            "rounds": a.first,
+            "direct_origin_download_ms_median": round(ms["direct"], 1),
+            "mediasite_first_fetch_ms_median": round(ms["mediasite"], 1),
+            "synapse_first_fetch_ms_median": round(ms["synapse"], 1),
+            "mediasite_over_direct": round(ms["mediasite"] / ms["direct"], 2),
+            "synapse_over_direct": round(ms["synapse"] / ms["direct"], 2),
+            "mediasite_over_synapse": round(ms["mediasite"] / ms["synapse"], 2),
+        }))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+        if synapse is not None:
+            synapse.stop()
+        if proxy is not None:
+            proxy.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
