@@ -1,5 +1,6 @@
-"""One error model for every response: `{"errcode", "error", "code"}`; every error class of
-the project lives here (the table is in docs/ARCHITECTURE.md, "Errors").
+"""One error model for every response: `{"errcode", "error", "code"}` (other servers get the
+first two only, see `error_response`); every error class of the project lives here (the table is
+in docs/ARCHITECTURE.md, "Errors").
 
 Each error code is one exception class carrying its HTTP status, Matrix errcode and message.
 Services and views raise them; `media_app.api.endpoint.Endpoint`, `drf_exception_handler` and
@@ -27,8 +28,12 @@ class MediasiteError(Exception):
         self.message = message or self.message
         self.headers = headers or {}
 
-    def as_dict(self) -> dict:
-        return {"errcode": self.errcode, "error": self.message, "code": self.code}
+    def as_dict(self, *, for_servers: bool = False) -> dict:
+        """The JSON body; for another homeserver without the project's `code` (error_response)."""
+        body = {"errcode": self.errcode, "error": self.message}
+        if not for_servers:
+            body["code"] = self.code
+        return body
 
 
 # The media codes of the project.
@@ -91,8 +96,8 @@ class RateLimited(MediasiteError):
         super().__init__(message, headers={"Retry-After": str(seconds)})
         self.retry_after_ms = retry_after_ms
 
-    def as_dict(self):
-        return {**super().as_dict(), "retry_after_ms": self.retry_after_ms}
+    def as_dict(self, *, for_servers: bool = False):
+        return {**super().as_dict(for_servers=for_servers), "retry_after_ms": self.retry_after_ms}
 
 
 class QuotaExceeded(MediasiteError):
@@ -270,8 +275,16 @@ def error_classes(cls=MediasiteError):
         yield from error_classes(sub)
 
 
-def error_response(err: MediasiteError) -> JsonResponse:
-    response = JsonResponse(err.as_dict(), status=err.status)
+def error_response(err: MediasiteError, *, for_servers: bool = False) -> JsonResponse:
+    """The JSON answer for `err`. `for_servers`: the answer goes to another homeserver (the
+    federation and key endpoints), which gets the spec's keys without the project's `code`.
+
+    Synapse (1.163) copies the keys of a remote error it does not know into the error it gives
+    its own client, and one named `code` collides with an argument of the function building
+    that error: the request then fails inside Synapse and its client never gets an answer, so a
+    media ID unknown here left Synapse's users waiting until their own timeout.
+    """
+    response = JsonResponse(err.as_dict(for_servers=for_servers), status=err.status)
     for name, value in err.headers.items():
         response[name] = value
     return response

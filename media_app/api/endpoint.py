@@ -8,7 +8,8 @@ lives here, once:
 
 - authentication and authorization, chosen by `access`;
 - the method check (405 in the one error model; HEAD answered by `get`);
-- error rendering: every exception becomes `{"errcode", "error", "code"}` (media_app.errors).
+- error rendering: every exception becomes `{"errcode", "error", "code"}` (media_app.errors);
+  endpoints that other servers call (`for_servers`) leave out `code`.
 
 `Endpoint` is a DRF `APIView` so that drf-spectacular can describe it (its class attributes and
 `extend_schema` decorators are what the schema is generated from), but it replaces DRF's
@@ -77,6 +78,8 @@ class Endpoint(APIView):
     access = Access.TOKEN
     # HTTP method -> a group of media_app.ratelimit.GROUPS counted before the handler runs.
     rate_limits: dict[str, str] = {}
+    # Called by other homeservers: errors carry the spec's keys only (errors.error_response).
+    for_servers = False
 
     # Read by the schema generator only (see the module docstring); dispatch() below decides.
     authentication_classes = [AccessTokenAuthentication]
@@ -119,7 +122,7 @@ class Endpoint(APIView):
             handler = self.get if method == "head" else getattr(self, method)
             result = handler(request, *args, **kwargs)
         except Exception as exc:  # every failure, rendered by the one error model
-            return errors.error_response(errors.to_mediasite_error(exc))
+            return errors.error_response(errors.to_mediasite_error(exc), for_servers=self.for_servers)
         if isinstance(result, HttpResponseBase):
             return result
         return json_response(result)

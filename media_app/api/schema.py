@@ -38,15 +38,23 @@ PATH_TAGS = (
 )
 
 
-class ErrorSerializer(serializers.Serializer):
-    """The body of every error response."""
+class ServerErrorSerializer(serializers.Serializer):
+    """The body of an error answered to another homeserver (federation and key endpoints)."""
 
     errcode = serializers.CharField(help_text="Matrix error code, e.g. M_NOT_FOUND")
     error = serializers.CharField(help_text="Human-readable message")
-    code = serializers.CharField(help_text="Mediasite error code, e.g. MEDIA_NOT_FOUND")
     retry_after_ms = serializers.IntegerField(
         required=False, help_text="With M_LIMIT_EXCEEDED: how long to wait before retrying"
     )
+
+    class Meta:
+        ref_name = "ServerError"
+
+
+class ErrorSerializer(ServerErrorSerializer):
+    """The body of every error response to clients."""
+
+    code = serializers.CharField(help_text="Mediasite error code, e.g. MEDIA_NOT_FOUND")
 
     class Meta:
         ref_name = "Error"
@@ -61,22 +69,18 @@ def _access_errors(access) -> tuple:
     return ()
 
 
-def _error_response(ref: dict, classes: list) -> dict:
-    codes = sorted({cls.code for cls in classes})
-    errcodes = sorted({cls.errcode for cls in classes})
-    narrowed = {
-        "type": "object",
-        "properties": {
-            "errcode": {"type": "string", "enum": errcodes},
-            "code": {"type": "string", "enum": codes},
-        },
-    }
+def _error_response(ref: dict, classes: list, *, for_servers: bool) -> dict:
+    properties = {"errcode": {"type": "string", "enum": sorted({cls.errcode for cls in classes})}}
+    if not for_servers:
+        properties["code"] = {"type": "string", "enum": sorted({cls.code for cls in classes})}
+    narrowed = {"type": "object", "properties": properties}
     return {
         "description": "\n".join(f"- `{cls.code}` ({cls.errcode}): {cls.message}" for cls in classes),
         "content": {
             "application/json": {
                 "schema": {"allOf": [ref, narrowed]},
-                "examples": {cls.code: {"summary": cls.message, "value": cls().as_dict()} for cls in classes},
+                "examples": {cls.code: {"summary": cls.message, "value": cls().as_dict(for_servers=for_servers)}
+                             for cls in classes},
             }
         },
     }
@@ -100,10 +104,12 @@ class MediasiteAutoSchema(AutoSchema):
             by_status = defaultdict(list)
             for cls in declared:
                 by_status[str(cls.status)].append(cls)
-            ref = self.resolve_serializer(ErrorSerializer, "response").ref
+            for_servers = getattr(self.view, "for_servers", False)
+            serializer = ServerErrorSerializer if for_servers else ErrorSerializer
+            ref = self.resolve_serializer(serializer, "response").ref
             responses = operation.setdefault("responses", {})
             for status, classes in by_status.items():
-                responses.setdefault(status, _error_response(ref, classes))
+                responses.setdefault(status, _error_response(ref, classes, for_servers=for_servers))
             operation["responses"] = dict(sorted(responses.items()))
         return operation
 

@@ -15,6 +15,7 @@ class KeyServerView(Endpoint):
     """`GET /_matrix/key/v2/server`: our verify keys, signed by themselves."""
 
     access = Access.PUBLIC
+    for_servers = True
 
     @endpoint_schema(
         summary="This server's signing keys",
@@ -31,6 +32,7 @@ class FederationEndpoint(Endpoint):
     by the requester's X-Matrix signature instead (`request.federation_origin`)."""
 
     access = Access.PUBLIC
+    for_servers = True
 
     def authenticate(self, request):
         request.federation_origin = xmatrix.verify_request(

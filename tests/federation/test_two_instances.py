@@ -125,7 +125,7 @@ def test_b_refuses_a_blocked_requester_before_fetching_its_keys(pair):
     auth = x_matrix(a_signing_key(a), origin="evil.test", destination="b.test", uri=uri)
     status, _, body = http("GET", b.url + uri, headers={"Authorization": auth})
     assert status == 403, body
-    assert json.loads(body)["code"] == "MEDIA_SERVER_BLOCKED"
+    assert json.loads(body) == {"errcode": "M_FORBIDDEN", "error": "Media from this server is not permitted"}
 
 
 def test_b_serves_only_its_own_media_over_federation(pair):

@@ -3,6 +3,7 @@ Synapse fetches this project's media, and this project fetches Synapse's."""
 import io
 import json
 import os
+import secrets
 import urllib.error
 import urllib.request
 
@@ -14,6 +15,11 @@ from tests.interop.synapse import SYNAPSE_FEDERATION_ON_LOOPBACK, start_synapse
 from tests.interop.tlsproxy import TlsProxy
 
 pytestmark = pytest.mark.server
+
+# A name of its own per run: a Synapse started afresh has a new signing key, and the verify keys
+# an earlier run cached (in a Redis that outlives the run) under a shared name would stand for
+# up to a minute before an unknown key ID may be fetched again.
+SYNAPSE_NAME = f"synapse-{secrets.token_hex(4)}.test"
 
 
 def http(method, url, *, body=None, headers=None, timeout=90):
@@ -33,7 +39,7 @@ def world(django_db_setup, django_db_blocker, tmp_path_factory):
     synapse = server = None
     try:
         synapse = start_synapse(tmp / "synapse", port=syn_port, extra_config=SYNAPSE_FEDERATION_ON_LOOPBACK,
-                                server_name="synapse.test")
+                                server_name=SYNAPSE_NAME)
         (tmp / "mediasite").mkdir()
         server = start_server(
             tmp / "mediasite", port=ms_port,
@@ -41,7 +47,7 @@ def world(django_db_setup, django_db_blocker, tmp_path_factory):
             DATABASE_URL=_database_url(), REDIS_URL=os.environ.get("REDIS_URL", ""),
             MEDIASITE_EMBEDDED_WORKER="true" if not os.environ.get("REDIS_URL") else "false",
             MEDIASITE_OUTBOUND_ALLOWLIST="127.0.0.0/8",
-            MEDIASITE_FEDERATION_SERVER_MAP=json.dumps({"synapse.test": f"https://127.0.0.1:{syn_tls}"}),
+            MEDIASITE_FEDERATION_SERVER_MAP=json.dumps({SYNAPSE_NAME: f"https://127.0.0.1:{syn_tls}"}),
             MEDIASITE_FEDERATION_TLS_CA_FILE=str(proxy.cert),
         )
         worker = None
@@ -54,14 +60,15 @@ def world(django_db_setup, django_db_blocker, tmp_path_factory):
             env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mediasite.settings.production",
                    "DATABASE_URL": _database_url(), "MEDIASITE_DATA_DIR": str(tmp / "mediasite"),
                    "MEDIASITE_SERVER_NAME": f"127.0.0.1:{ms_tls}", "MEDIASITE_OUTBOUND_ALLOWLIST": "127.0.0.0/8",
-                   "MEDIASITE_FEDERATION_SERVER_MAP": json.dumps({"synapse.test": f"https://127.0.0.1:{syn_tls}"}),
+                   "MEDIASITE_FEDERATION_SERVER_MAP": json.dumps({SYNAPSE_NAME: f"https://127.0.0.1:{syn_tls}"}),
                    "MEDIASITE_FEDERATION_TLS_CA_FILE": str(proxy.cert)}
             log = open(tmp / "worker.log", "wb")
             worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "mediasite", "worker", "-l", "info",
                                        "--pool", "solo", "--without-heartbeat", "--without-mingle", "--without-gossip"],
                                       cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
             log.close()
-        yield {"synapse": synapse, "server": server, "server_name": f"127.0.0.1:{ms_tls}", "proxy": proxy}
+        yield {"synapse": synapse, "server": server, "server_name": f"127.0.0.1:{ms_tls}", "proxy": proxy,
+               "synapse_tls_url": f"https://127.0.0.1:{syn_tls}"}
         if worker:
             worker.terminate()
             worker.wait(timeout=30)
@@ -105,21 +112,124 @@ def test_we_fetch_synapse_media_over_signed_federation(live_world, make_user, ma
                            headers={"Authorization": f"Bearer {synapse.token}", "Content-Type": "image/png"})
     assert status == 200, body
     mxc = json.loads(body)["content_uri"].removeprefix("mxc://")
-    assert mxc.startswith("synapse.test/")
+    assert mxc.startswith(SYNAPSE_NAME + "/")
 
     token = make_token(make_user("bob"))
     status, headers, body = http("GET", f"{server.url}/_matrix/client/v1/media/download/{mxc}",
                                  headers={"Authorization": f"Bearer {token}"})
     assert status == 200, (body, server.log()[-4000:], synapse.log()[-4000:])
     assert body == data
-    media = stored_media("synapse.test", mxc.split("/")[1])
+    media = stored_media(SYNAPSE_NAME, mxc.split("/")[1])
     assert media.origin == "remote" and media.upload_name == "theirs.png"
     # Synapse accepted our X-Matrix signature: the federation endpoint answered, no fallback.
     assert f"/_matrix/federation/v1/media/download/{media.media_id}" in live_world["proxy"].access_log()
-    assert f"/_matrix/media/v3/download/synapse.test/{media.media_id}" not in live_world["proxy"].access_log()
+    assert f"/_matrix/media/v3/download/{SYNAPSE_NAME}/{media.media_id}" not in live_world["proxy"].access_log()
 
     status, _, body = http("GET", f"{server.url}/_matrix/client/v1/media/thumbnail/{mxc}?width=32&height=32&method=crop",
                            headers={"Authorization": f"Bearer {token}"})
     assert status == 200, body
     with Image.open(io.BytesIO(body)) as image:
         assert image.size == (32, 32)
+
+
+def _noise_png(width: int, height: int) -> bytes:
+    """A PNG that does not compress: far over a few KiB whatever its encoder."""
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (width, height), os.urandom(width * height * 3)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+SMALL_CAP = 4096
+
+
+@pytest.fixture(scope="module")
+def small(world, tmp_path_factory):
+    """A second Mediasite (its own SQLite database and data dir) whose upload cap, SMALL_CAP, is
+    under the size of Synapse's media: it cannot cache the originals, so its thumbnails come
+    from Synapse's own federation thumbnail endpoint."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    tmp = tmp_path_factory.mktemp("small")
+    port, tls = _free_port(), _free_port()
+    proxy = TlsProxy(tmp / "nginx", {tls: port})
+    env = {"DJANGO_SETTINGS_MODULE": "mediasite.settings.production", "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
+           "MEDIASITE_DATA_DIR": str(tmp), "REDIS_URL": "", "MEDIASITE_SERVER_NAME": f"127.0.0.1:{tls}",
+           "MEDIASITE_MAX_UPLOAD_SIZE": str(SMALL_CAP), "MEDIASITE_OUTBOUND_ALLOWLIST": "127.0.0.0/8",
+           "MEDIASITE_FEDERATION_SERVER_MAP": json.dumps({SYNAPSE_NAME: world["synapse_tls_url"]}),
+           "MEDIASITE_FEDERATION_TLS_CA_FILE": str(world["proxy"].cert)}
+    server = None
+    try:
+        for args in (["migrate", "--noinput", "-v", "0"], ["create_token", "carol"]):
+            done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**os.environ, **env},
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr[-3000:]
+        token = done.stdout.strip().splitlines()[-1]
+        server = start_server(tmp, port=port, MEDIASITE_EMBEDDED_WORKER="false", **env)
+        yield {"server": server, "token": token, "proxy": proxy}
+    finally:
+        if server:
+            stop_server(server)
+        proxy.stop()
+
+
+def test_over_our_size_cap_we_take_synapse_own_thumbnail(live_world, small):
+    synapse = live_world["synapse"]
+    data = _noise_png(120, 90)
+    assert len(data) > SMALL_CAP
+    status, _, body = http("POST", f"{synapse.url}/_matrix/media/v3/upload?filename=big.png", body=data,
+                           headers={"Authorization": f"Bearer {synapse.token}", "Content-Type": "image/png"})
+    assert status == 200, body
+    mxc = json.loads(body)["content_uri"].removeprefix("mxc://")
+    auth = {"Authorization": f"Bearer {small['token']}"}
+    base = small["server"].url
+
+    # The original is over the cap: refused, and not cached.
+    status, _, body = http("GET", f"{base}/_matrix/client/v1/media/download/{mxc}", headers=auth)
+    assert status == 413 and json.loads(body)["errcode"] == "M_TOO_LARGE", (status, body)
+
+    status, headers, body = http("GET", f"{base}/_matrix/client/v1/media/thumbnail/{mxc}?width=32&height=32&method=crop",
+                                 headers=auth)
+    assert status == 200, (body, small["server"].log()[-4000:], synapse.log()[-3000:])
+    assert headers["Content-Type"] in ("image/png", "image/jpeg", "image/webp")
+    with Image.open(io.BytesIO(body)) as image:
+        assert image.size == (32, 32)  # Synapse's 32x32 crop
+    media_id = mxc.split("/")[1]
+    # Synapse answered its federation thumbnail endpoint to our signed request.
+    assert f"/_matrix/federation/v1/media/thumbnail/{media_id}" in live_world["proxy"].access_log()
+
+
+def test_media_unknown_to_synapse_is_a_404_here(live_world, make_user, make_token):
+    token = make_token(make_user("dave"))
+    status, _, body = http("GET", f"{live_world['server'].url}/_matrix/client/v1/media/download/{SYNAPSE_NAME}/NoSuchMedia",
+                           headers={"Authorization": f"Bearer {token}"})
+    assert status == 404 and json.loads(body)["errcode"] == "M_NOT_FOUND", (status, body)
+
+
+def test_media_unknown_here_is_a_404_at_synapse(live_world):
+    synapse = live_world["synapse"]
+    status, _, body = http("GET", f"{synapse.url}/_matrix/client/v1/media/download/{live_world['server_name']}/NoSuchMedia",
+                           headers={"Authorization": f"Bearer {synapse.token}"}, timeout=20)
+    assert status == 404, (status, body, synapse.log()[-3000:])
+    assert "/_matrix/federation/v1/media/download/NoSuchMedia" in live_world["proxy"].access_log()
+
+
+def test_our_quarantined_media_is_a_404_at_synapse(live_world, make_user, make_token):
+    from media_app.moderation.services import media_quarantine, moderators_group
+
+    synapse, server = live_world["synapse"], live_world["server"]
+    token = make_token(make_user("erin"))
+    status, _, body = http("POST", server.url + "/_matrix/media/v3/upload?filename=bad.png", body=png_bytes(12, 12),
+                           headers={"Authorization": f"Bearer {token}", "Content-Type": "image/png"})
+    assert status == 200, body
+    mxc = json.loads(body)["content_uri"].removeprefix("mxc://")
+    moderator = make_user("mod", admin=True)
+    moderator.groups.add(moderators_group())
+    media_quarantine(server_name=live_world["server_name"], media_id=mxc.split("/")[1], moderator=moderator,
+                     reason="interop")
+
+    status, _, body = http("GET", f"{synapse.url}/_matrix/client/v1/media/download/{mxc}",
+                           headers={"Authorization": f"Bearer {synapse.token}"}, timeout=20)
+    assert status == 404 and json.loads(body)["errcode"] == "M_NOT_FOUND", (status, body)
