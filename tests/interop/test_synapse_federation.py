@@ -3,8 +3,11 @@ Synapse fetches this project's media, and this project fetches Synapse's."""
 import io
 import json
 import os
+import re
 import secrets
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -233,3 +236,72 @@ def test_our_quarantined_media_is_a_404_at_synapse(live_world, make_user, make_t
     status, _, body = http("GET", f"{synapse.url}/_matrix/client/v1/media/download/{mxc}",
                            headers={"Authorization": f"Bearer {synapse.token}"}, timeout=20)
     assert status == 404 and json.loads(body)["errcode"] == "M_NOT_FOUND", (status, body)
+
+
+NAME = "café ☕ 1.png"
+
+
+def _upload(url: str, token: str, data: bytes, name: str) -> str:
+    status, _, body = http("POST", f"{url}/_matrix/media/v3/upload?filename={urllib.parse.quote(name)}", body=data,
+                           headers={"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"})
+    assert status == 200, body
+    return json.loads(body)["content_uri"].removeprefix("mxc://")
+
+
+def _disposition_name(headers: dict) -> str:
+    from email.message import Message
+
+    message = Message()
+    message["Content-Disposition"] = headers["Content-Disposition"]
+    return message.get_filename()
+
+
+def test_big_media_with_a_unicode_name_crosses_both_ways(live_world, make_user, make_token):
+    synapse, server = live_world["synapse"], live_world["server"]
+    token = make_token(make_user("frank"))
+    ours, theirs = os.urandom(5 << 20), os.urandom(5 << 20)
+
+    mxc = _upload(server.url, token, ours, NAME)
+    status, headers, body = http("GET", f"{synapse.url}/_matrix/client/v1/media/download/{mxc}",
+                                 headers={"Authorization": f"Bearer {synapse.token}"})
+    assert status == 200 and body == ours, (status, body[:300])
+    assert _disposition_name(headers) == NAME
+
+    mxc = _upload(synapse.url, synapse.token, theirs, NAME)
+    status, headers, body = http("GET", f"{server.url}/_matrix/client/v1/media/download/{mxc}",
+                                 headers={"Authorization": f"Bearer {token}"})
+    assert status == 200 and body == theirs, (status, body[:300])
+    assert _disposition_name(headers) == NAME
+    assert stored_media(SYNAPSE_NAME, mxc.split("/")[1]).upload_name == NAME
+
+
+def test_synapse_waits_for_media_created_here_and_uploaded_later(live_world, make_user, make_token):
+    import threading
+
+    synapse, server = live_world["synapse"], live_world["server"]
+    auth = {"Authorization": f"Bearer {make_token(make_user('grace'))}"}
+    status, _, body = http("POST", server.url + "/_matrix/media/v1/create", headers=auth)
+    assert status == 200, body
+    mxc = json.loads(body)["content_uri"].removeprefix("mxc://")
+    answer = {}
+
+    def ask():  # Synapse asks with its own timeout_ms (20 s): our federation endpoint waits
+        answer["result"] = http("GET", f"{synapse.url}/_matrix/client/v1/media/download/{mxc}",
+                                headers={"Authorization": f"Bearer {synapse.token}"}, timeout=60)
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    time.sleep(2)  # Synapse's request reaches us and waits; checked below from our access log
+    data = png_bytes(9, 9, color=(1, 2, 3))
+    status, _, body = http("PUT", f"{server.url}/_matrix/media/v3/upload/{mxc}?filename=later.png", body=data,
+                           headers={**auth, "Content-Type": "image/png"})
+    assert status == 200, body
+    asking.join(60)
+    status, _, body = answer["result"]
+    assert status == 200 and body == data, (status, body[:300], synapse.log()[-3000:])
+    # Synapse asked once, and our answer took most of the time before the upload: it waited for
+    # the bytes (Synapse retries a 504, so a server that did not wait would show several asks).
+    asked = [line for line in server.log().splitlines()
+             if f'"GET /_matrix/federation/v1/media/download/{mxc.split("/")[1]} ' in line]
+    assert len(asked) == 1 and " 200 " in asked[0], asked
+    assert int(re.search(r" (\d+)ms ", asked[0]).group(1)) >= 1000, asked
