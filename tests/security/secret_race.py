@@ -1,5 +1,6 @@
 """One process of the secret-file race (tests/security/test_secret_files.py), in a module of its
 own: spawned processes import it, and it must not need Django."""
+import errno
 import os
 import stat
 import time
@@ -7,7 +8,13 @@ import time
 from mediasite.secret_files import read_or_create
 
 
-def race(path, barrier, results, slow, late):
+def _no_hard_links(src, dst, **kwargs):
+    raise OSError(errno.EPERM, "Operation not permitted")  # as vfat and some network mounts answer
+
+
+def race(path, barrier, results, slow, late, hard_links=True):
+    if not hard_links:
+        os.link = _no_hard_links
     def make():
         if slow:
             time.sleep(0.2)  # the first process is slow to write: nobody may read it half-done

@@ -6,7 +6,11 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
+import pytest
+
+from mediasite.secret_files import STALE_TEMP_SECONDS, read_or_create
 from tests.conftest import ROOT
 from tests.security.secret_race import race
 
@@ -60,12 +64,14 @@ def test_secrets_are_made_once_owner_only_and_the_settings_read_as_documented(tm
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
 
 
-def test_processes_starting_together_agree_on_one_secret_and_never_read_it_unwritten(tmp_path):
+@pytest.mark.parametrize("hard_links", [True, False], ids=["hard-links", "no-hard-links"])
+def test_processes_starting_together_agree_on_one_secret_and_never_read_it_unwritten(tmp_path, hard_links):
     context = multiprocessing.get_context("spawn")  # not fork: pytest's process has threads
     for round_, slow in enumerate([True, False, False]):
         path = tmp_path / f"secret-{round_}"
         barrier, results = context.Barrier(6), context.Queue()
-        procs = [context.Process(target=race, args=(path, barrier, results, slow and i == 0, slow and i > 0))
+        procs = [context.Process(target=race, args=(path, barrier, results, slow and i == 0, slow and i > 0,
+                                                    hard_links))
                  for i in range(6)]
         for proc in procs:
             proc.start()
@@ -76,3 +82,17 @@ def test_processes_starting_together_agree_on_one_secret_and_never_read_it_unwri
         assert len({data for data, _, _ in seen}) == 1 and len(seen[0][0]) == 32, seen
         assert sum(created for _, created, _ in seen) == 1
         assert {mode for _, _, mode in seen} == {0o600}
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(f".{path.name}-")]  # no temp file left
+
+
+def test_a_temp_file_left_by_a_killed_writer_is_removed_by_the_next_creation(tmp_path):
+    # A writer killed between writing its temp file and publishing it leaves a 0600 file with
+    # an unused secret in it; one still being written (recent) is left alone.
+    stale, recent = tmp_path / ".secret-killed", tmp_path / ".secret-writing"
+    for leftover in (stale, recent):
+        leftover.write_bytes(b"never used")
+    old = time.time() - STALE_TEMP_SECONDS - 60
+    os.utime(stale, (old, old))
+    data, created = read_or_create(tmp_path / "secret", lambda: b"fresh")
+    assert (data, created) == (b"fresh", True)
+    assert not stale.exists() and recent.exists()
