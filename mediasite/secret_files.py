@@ -29,12 +29,14 @@ def read_or_create(path: Path, make: Callable[[], bytes]) -> tuple[bytes, bool]:
     on `.<name>.lock` after checking that nobody published first: the same guarantees, at the
     price of a lock file beside the secret.
     """
+    # Every call, not only those that create: the process that finds a killed writer's file
+    # is usually not the one that made the secret after it.
+    _remove_stale_temps(path)
     try:
         return path.read_bytes(), False
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")  # mode 0600
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -75,6 +77,8 @@ def _publish(tmp: str, path: Path) -> bool:
 
 def _remove_stale_temps(path: Path) -> None:
     cutoff = time.time() - STALE_TEMP_SECONDS
+    if not path.parent.is_dir():
+        return
     for leftover in path.parent.glob(f".{path.name}-*"):
         try:
             if leftover.stat().st_mtime < cutoff:

@@ -85,14 +85,17 @@ def test_processes_starting_together_agree_on_one_secret_and_never_read_it_unwri
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(f".{path.name}-")]  # no temp file left
 
 
-def test_a_temp_file_left_by_a_killed_writer_is_removed_by_the_next_creation(tmp_path):
+@pytest.mark.parametrize("exists", [False, True], ids=["creating", "reading"])
+def test_a_temp_file_left_by_a_killed_writer_is_removed_later(tmp_path, exists):
     # A writer killed between writing its temp file and publishing it leaves a 0600 file with
     # an unused secret in it; one still being written (recent) is left alone.
+    if exists:
+        (tmp_path / "secret").write_bytes(b"fresh")
     stale, recent = tmp_path / ".secret-killed", tmp_path / ".secret-writing"
     for leftover in (stale, recent):
         leftover.write_bytes(b"never used")
     old = time.time() - STALE_TEMP_SECONDS - 60
     os.utime(stale, (old, old))
     data, created = read_or_create(tmp_path / "secret", lambda: b"fresh")
-    assert (data, created) == (b"fresh", True)
+    assert (data, created) == (b"fresh", not exists)
     assert not stale.exists() and recent.exists()
