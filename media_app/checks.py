@@ -9,13 +9,12 @@ from django.db import DatabaseError
 def check_federation_ca_file(app_configs=None, **kwargs):
     """A CA file that cannot be loaded would fail every https connection to another server."""
     from .conf import media_settings
-    from .federation.client import OutboundError, tls_context
+    from .federation.client import OutboundError, current_tls_context
 
-    path = media_settings.FEDERATION_TLS_CA_FILE
-    if not path:
+    if not media_settings.FEDERATION_TLS_CA_FILE:
         return []
     try:
-        tls_context(path)
+        current_tls_context()
     except OutboundError as exc:
         return [checks.Error(str(exc), hint="Point MEDIASITE_FEDERATION_TLS_CA_FILE at a PEM file of CA "
                                             "certificates, or unset it.", id="mediasite.E002")]

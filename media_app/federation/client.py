@@ -256,18 +256,33 @@ def _pool_for(target: Target):
     tls = {}
     if target.scheme == "https":
         tls = {"server_hostname": target.tls_name, "assert_hostname": target.tls_name, "cert_reqs": "CERT_REQUIRED",
-               "ssl_context": tls_context(media_settings.FEDERATION_TLS_CA_FILE)}
+               "ssl_context": current_tls_context()}
     return manager.connection_from_host(target.host, target.port, target.scheme, pool_kwargs=tls)
 
 
+def current_tls_context() -> ssl.SSLContext:
+    """The context for FEDERATION_TLS_CA_FILE as the file is now: a file replaced or rewritten
+    (a CA renewed) is read again at the next connection, without a restart. One stat() per
+    request; the pools are keyed on the context, so connections made under the old file are
+    not reused for new requests."""
+    path = media_settings.FEDERATION_TLS_CA_FILE
+    version = None
+    if path:
+        try:
+            st = os.stat(path)
+            version = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            pass  # tls_context reports the file it cannot load
+    return tls_context(path, version)
+
+
 @functools.lru_cache(maxsize=4)
-def tls_context(extra_ca_file: str) -> ssl.SSLContext:
+def tls_context(extra_ca_file: str, version: tuple | None = None) -> ssl.SSLContext:
     """The system's CAs, plus those of FEDERATION_TLS_CA_FILE: a private CA is added to the trust
     store, never put in its place (urllib3's `ca_certs` would replace it, cutting off every
-    public server). Read once per process (a changed file takes a restart); one context per
-    file, so the pools keyed on it are shared. A file that cannot be loaded is an OutboundError
-    (never cached), which every caller answers as an unreachable server (and `manage.py check`
-    reports)."""
+    public server). One context per file and `version` (current_tls_context), so the pools keyed
+    on it are shared. A file that cannot be loaded is an OutboundError (never cached), which
+    every caller answers as an unreachable server (and `manage.py check` reports)."""
     context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
     context.load_default_certs()
     if extra_ca_file:

@@ -35,11 +35,13 @@ def tls_origin(tmp_path_factory):
 def fetch(tls_origin, transactional_db, alice_client, monkeypatch):
     server, _, _ = tls_origin
 
-    def fetch(*, extra_ca_file: str = "", system_ca_file: str | None = None, origin: Origin = server):
+    def fetch(*, extra_ca_file: str = "", system_ca_file: str | None = None, origin: Origin = server,
+              fresh_process: bool = True):
         if system_ca_file is not None:
             monkeypatch.setenv("SSL_CERT_FILE", str(system_ca_file))
-        client.tls_context.cache_clear()
-        client._forget_pools_after_fork()  # no connection kept from another case's trust
+        if fresh_process:  # as a new process would start: no context, no connection kept from another case
+            client.tls_context.cache_clear()
+            client._forget_pools_after_fork()
         data = secrets.token_bytes(1000)
         media_id = origin.on("c" + secrets.token_hex(8), "bytes", data)
         conf = {**django_settings.MEDIASITE, "FEDERATION_SERVER_MAP": {"tls.test": origin.url},
@@ -96,3 +98,20 @@ def test_a_ca_file_that_cannot_be_loaded_fails_the_check_and_answers_502_not_500
     conf = {**django_settings.MEDIASITE, "FEDERATION_TLS_CA_FILE": str(missing)}
     with override_settings(MEDIASITE=conf), pytest.raises(SystemCheckError, match="mediasite.E002"):
         call_command("check")
+
+
+def test_a_rewritten_ca_file_is_read_again_without_a_restart(fetch, tls_origin, tmp_path):
+    origin_ca = tls_origin[1]
+    # A CA of another name: two CAs of one subject in one file leave OpenSSL picking one of them.
+    other_ca, _ = self_signed_cert(tmp_path, dns_names=("unrelated.test",), ip_addresses=())
+    ca_file = tmp_path / "federation-ca.pem"
+    ca_file.write_bytes(other_ca.read_bytes())
+    response, _ = fetch(extra_ca_file=ca_file)
+    assert response.status_code == 502  # the origin's CA is not in the file yet
+
+    # The operator adds the origin's CA to the file (a renewal, a new private peer): the next
+    # fetch trusts it, in the same process, with no cache cleared.
+    ca_file.write_bytes(other_ca.read_bytes() + origin_ca.read_bytes())
+    response, data = fetch(extra_ca_file=ca_file, fresh_process=False)
+    assert response.status_code == 200, response.content
+    assert body_of(response) == data
