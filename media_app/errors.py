@@ -360,8 +360,12 @@ def handler403(request, exception=None):
     return error_response(Forbidden())
 
 
+# Paths only other homeservers call: an unknown one there is answered as to a server.
+SERVER_PATH_PREFIXES = ("/_matrix/federation/", "/_matrix/key/")
+
+
 def handler404(request, exception=None):
-    return error_response(Unrecognized())
+    return error_response(Unrecognized(), for_servers=request.path.startswith(SERVER_PATH_PREFIXES))
 
 
 def handler500(request):

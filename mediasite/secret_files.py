@@ -76,12 +76,15 @@ def _publish(tmp: str, path: Path) -> bool:
 
 
 def _remove_stale_temps(path: Path) -> None:
+    """Best effort: a data dir that cannot be written to (read-only, secrets provisioned) must
+    still start."""
     cutoff = time.time() - STALE_TEMP_SECONDS
     if not path.parent.is_dir():
         return
-    for leftover in path.parent.glob(f".{path.name}-*"):
+    # mkstemp's names: the prefix, then eight characters.
+    for leftover in path.parent.glob(f".{path.name}-????????"):
         try:
             if leftover.stat().st_mtime < cutoff:
                 leftover.unlink()
-        except FileNotFoundError:
+        except OSError:
             pass

@@ -96,6 +96,10 @@ class Endpoint(APIView):
             {"head"} if callable(getattr(cls, "get", None)) else set()
         )
 
+    def answers_server(self, request) -> bool:
+        """Whether this request comes from another homeserver (its errors then leave out `code`)."""
+        return self.for_servers
+
     def authenticate(self, request):
         """The user making the request, or raise. Federation endpoints check signatures in
         their own views and declare PUBLIC here."""
@@ -122,7 +126,7 @@ class Endpoint(APIView):
             handler = self.get if method == "head" else getattr(self, method)
             result = handler(request, *args, **kwargs)
         except Exception as exc:  # every failure, rendered by the one error model
-            return errors.error_response(errors.to_mediasite_error(exc), for_servers=self.for_servers)
+            return errors.error_response(errors.to_mediasite_error(exc), for_servers=self.answers_server(request))
         if isinstance(result, HttpResponseBase):
             return result
         return json_response(result)

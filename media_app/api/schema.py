@@ -54,7 +54,11 @@ class ServerErrorSerializer(serializers.Serializer):
 class ErrorSerializer(ServerErrorSerializer):
     """The body of every error response to clients."""
 
-    code = serializers.CharField(help_text="Mediasite error code, e.g. MEDIA_NOT_FOUND")
+    code = serializers.CharField(
+        required=False,
+        help_text="Mediasite error code, e.g. MEDIA_NOT_FOUND; left out when the legacy media endpoints "
+        "answer another homeserver (allow_remote=false)",
+    )
 
     class Meta:
         ref_name = "Error"

@@ -100,8 +100,8 @@ class BodyReceiver:
     Chunks smaller than COALESCE_BYTES are gathered up to that size before they are hashed and
     written: a body that arrives in many small reads (a remote server's answer over TLS comes
     a record of a few KiB at a time) would otherwise pay a write and a hand-off to the hashing
-    thread per record, which cost more than the bytes themselves. Memory stays at one chunk
-    plus COALESCE_BYTES.
+    thread per record, which cost more than the bytes themselves. What is being gathered stays
+    under COALESCE_BYTES plus one read; _PipelinedSha256 bounds the chunks waiting to be hashed.
     """
 
     COALESCE_BYTES = 256 << 10

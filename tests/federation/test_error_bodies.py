@@ -24,6 +24,28 @@ def test_errors_to_other_servers_have_the_spec_keys_only(client, method, path):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/_matrix/federation/v1/media/download/a/b", "/_matrix/key/v2/nothing"])
+def test_unknown_server_paths_are_answered_as_to_a_server(client, path):
+    response = client.get(path)
+    assert response.status_code == 404
+    assert response.json() == {"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("legacy", [False, True], ids=["legacy-off", "legacy-on"])
+def test_legacy_media_asked_with_allow_remote_false_is_answered_as_to_a_server(client, settings, legacy):
+    # How a homeserver asks one that lacks the federation media endpoints (Synapse before them,
+    # or after a 404 M_UNRECOGNIZED there): the spec's allow_remote=false, which clients leave out.
+    settings.MEDIASITE = {**settings.MEDIASITE, "LEGACY_MEDIA": legacy}
+    path = f"/_matrix/media/v3/download/{settings.MEDIASITE['SERVER_NAME']}/NoSuchMedia"
+    from_server = client.get(path + "?allow_remote=false")
+    from_client = client.get(path)
+    assert from_server.status_code == from_client.status_code == 404
+    assert set(from_server.json()) == {"errcode", "error"}
+    assert "code" in from_client.json()
+
+
+@pytest.mark.django_db
 def test_errors_to_clients_keep_the_project_code(client):
     response = client.get("/_matrix/client/v1/media/download/localhost/abcdef")
     assert response.status_code == 401

@@ -291,7 +291,10 @@ def test_synapse_waits_for_media_created_here_and_uploaded_later(live_world, mak
 
     asking = threading.Thread(target=ask)
     asking.start()
-    time.sleep(2)  # Synapse's request reaches us and waits; checked below from our access log
+    # Time for Synapse's request to reach us and wait. That it did is checked below: it took at
+    # least a second of these three (Synapse sends it within milliseconds; a wait that was
+    # broken would answer at once, and Synapse would ask again).
+    time.sleep(3)
     data = png_bytes(9, 9, color=(1, 2, 3))
     status, _, body = http("PUT", f"{server.url}/_matrix/media/v3/upload/{mxc}?filename=later.png", body=data,
                            headers={**auth, "Content-Type": "image/png"})

@@ -1,5 +1,6 @@
 """Secrets the server makes for itself in its data directory, and the settings read around
 them, in a fresh process with the production settings and nothing configured."""
+import errno
 import json
 import multiprocessing
 import os
@@ -91,7 +92,7 @@ def test_a_temp_file_left_by_a_killed_writer_is_removed_later(tmp_path, exists):
     # an unused secret in it; one still being written (recent) is left alone.
     if exists:
         (tmp_path / "secret").write_bytes(b"fresh")
-    stale, recent = tmp_path / ".secret-killed", tmp_path / ".secret-writing"
+    stale, recent = tmp_path / ".secret-k1lled__", tmp_path / ".secret-writing_"
     for leftover in (stale, recent):
         leftover.write_bytes(b"never used")
     old = time.time() - STALE_TEMP_SECONDS - 60
@@ -99,3 +100,18 @@ def test_a_temp_file_left_by_a_killed_writer_is_removed_later(tmp_path, exists):
     data, created = read_or_create(tmp_path / "secret", lambda: b"fresh")
     assert (data, created) == (b"fresh", not exists)
     assert not stale.exists() and recent.exists()
+
+
+def test_a_read_only_data_dir_with_a_stale_temp_file_still_reads_its_secret(tmp_path, monkeypatch):
+    (tmp_path / "secret").write_bytes(b"provisioned")
+    stale = tmp_path / ".secret-k1lled__"
+    stale.write_bytes(b"never used")
+    old = time.time() - STALE_TEMP_SECONDS - 60
+    os.utime(stale, (old, old))
+
+    def read_only(path, *args, **kwargs):  # what a read-only mount answers (the tests run as root)
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(os, "unlink", read_only)
+    assert read_or_create(tmp_path / "secret", lambda: b"never") == (b"provisioned", False)
+    assert stale.exists()

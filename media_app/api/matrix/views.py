@@ -111,12 +111,21 @@ class ConfigView(Endpoint):
         return {"m.upload.size": media_settings.MAX_UPLOAD_SIZE_BYTES}
 
 
-class LegacyDownloadView(DownloadView):
+class _LegacyMedia:
     access = Access.LEGACY
 
+    def answers_server(self, request) -> bool:
+        # A homeserver fetching from one without the federation media endpoints asks here with
+        # allow_remote=false (the spec's guard against fetch loops between servers).
+        return request.GET.get("allow_remote", "").lower() == "false"
 
-class LegacyThumbnailView(ThumbnailView):
-    access = Access.LEGACY
+
+class LegacyDownloadView(_LegacyMedia, DownloadView):
+    pass
+
+
+class LegacyThumbnailView(_LegacyMedia, ThumbnailView):
+    pass
 
 
 class LegacyConfigView(ConfigView):
