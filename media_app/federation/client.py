@@ -40,9 +40,12 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # origin does not see a connection made and dropped per request.
 KEPT_TARGETS = 64
 KEPT_CONNECTIONS_PER_TARGET = 8
-# The most one read of a response body asks for: more than a TLS record (16 KiB) or a few
-# socket buffers' worth on a plain connection.
+# What one read of a response body asks for: READ_BYTES at first, then twice what the last read
+# brought, up to MAX_READ_BYTES. read1 allocates what it is asked for before it learns how little
+# has arrived: 1 MiB asked for each TLS record of a few KiB cost more than the record, while a
+# plain connection that has much waiting is read in large pieces.
 READ_BYTES = 64 << 10
+MAX_READ_BYTES = 1 << 20
 
 
 class OutboundError(Exception):
@@ -177,6 +180,7 @@ class Response:
 
     def __init__(self, raw: urllib3.HTTPResponse, deadline: Deadline, url: str):
         self.raw, self.deadline, self.url = raw, deadline, url
+        self._ask = READ_BYTES
         self.status = raw.status
         self.headers = raw.headers
 
@@ -193,9 +197,9 @@ class Response:
     def read(self, amount: int) -> bytes:
         self.deadline.check()
         try:
-            # At most READ_BYTES per call: read1 allocates what it is asked for before it
-            # learns how little has arrived (one TLS record, often a few KiB).
-            return self.raw.read1(min(amount, READ_BYTES))
+            data = self.raw.read1(min(amount, self._ask))
+            self._ask = min(MAX_READ_BYTES, max(READ_BYTES, 2 * len(data)))
+            return data
         except (TimeoutError, urllib3.exceptions.ReadTimeoutError) as exc:
             raise OutboundTimeout("Read timed out") from exc
         except (OSError, HTTPError) as exc:

@@ -12,7 +12,7 @@ from email.message import Message
 MAX_JSON_PART_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 # Reads take what has arrived, up to this much (the sources read like read1; the outbound
-# client's responses give at most client.READ_BYTES at a time).
+# client's responses give at most what their last read suggests, see client.Response.read).
 FILL_BYTES = 1 << 20
 
 
