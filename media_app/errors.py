@@ -276,13 +276,14 @@ def error_classes(cls=MediasiteError):
 
 
 def error_response(err: MediasiteError, *, for_servers: bool = False) -> JsonResponse:
-    """The JSON answer for `err`. `for_servers`: the answer goes to another homeserver (the
-    federation and key endpoints), which gets the spec's keys without the project's `code`.
+    """The JSON answer for `err`. `for_servers`: the answer goes to another homeserver
+    (Endpoint.answers_server, handler404), which gets the spec's keys without the project's
+    `code`.
 
-    Synapse (1.163) copies the keys of a remote error it does not know into the error it gives
-    its own client, and one named `code` collides with an argument of the function building
-    that error: the request then fails inside Synapse and its client never gets an answer, so a
-    media ID unknown here left Synapse's users waiting until their own timeout.
+    Synapse (1.163) turns a remote 404 into the error it gives its own client, copying the
+    body's other keys into it, and one named `code` collides with an argument of the function
+    building that error: the request then fails inside Synapse and its client never gets an
+    answer, so a media ID unknown here left Synapse's users waiting until their own timeout.
     """
     response = JsonResponse(err.as_dict(for_servers=for_servers), status=err.status)
     for name, value in err.headers.items():

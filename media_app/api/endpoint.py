@@ -9,7 +9,7 @@ lives here, once:
 - authentication and authorization, chosen by `access`;
 - the method check (405 in the one error model; HEAD answered by `get`);
 - error rendering: every exception becomes `{"errcode", "error", "code"}` (media_app.errors);
-  endpoints that other servers call (`for_servers`) leave out `code`.
+  requests from other homeservers (`answers_server`) get theirs without `code`.
 
 `Endpoint` is a DRF `APIView` so that drf-spectacular can describe it (its class attributes and
 `extend_schema` decorators are what the schema is generated from), but it replaces DRF's
