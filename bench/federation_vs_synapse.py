@@ -10,10 +10,14 @@ origin through the proxy (a new connection, as a client that has never talked to
 fetch the second and Synapse the third for the first time. A first untimed fetch through each
 lets the origin fetch their keys and them open their connections, as any later fetch finds.
 
+With --thumbnail, each file is a JPEG photo of its own (1024x768, about 100 KiB) and each
+request is for its 320x240 thumbnail instead: the first thing a client shows of an image sent
+from another server.
+
 Prints one JSON object: medians over the rounds and the ratios. Needs nginx and, the first time,
 the registry that Synapse installs from.
 
-Usage: bench/federation_vs_synapse.py [--first 30] [--size-kb 256]
+Usage: bench/federation_vs_synapse.py [--first 30] [--size-kb 256] [--thumbnail]
 """
 import argparse
 import http.client
@@ -34,6 +38,18 @@ from tests.interop.synapse import SYNAPSE_FEDERATION_ON_LOOPBACK, start_synapse 
 from tests.interop.tlsproxy import TlsProxy  # noqa: E402
 
 
+def photo() -> bytes:
+    """A JPEG of its own, smooth like a photo: random colours blown up from 32x24."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    small = Image.frombytes("RGB", (32, 24), os.urandom(32 * 24 * 3))
+    out = BytesIO()
+    small.resize((1024, 768), Image.BICUBIC).save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
 def timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -44,8 +60,18 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--first", type=int, default=30)
     ap.add_argument("--size-kb", type=int, default=256)
+    ap.add_argument("--thumbnail", action="store_true", help="time 320x240 thumbnails of photos instead")
     a = ap.parse_args()
     size = a.size_kb << 10
+    kind = "thumbnail" if a.thumbnail else "download"
+    query = "?width=320&height=240&method=scale" if a.thumbnail else ""
+    payload = photo if a.thumbnail else (lambda: os.urandom(size))
+
+    def check(status, body):
+        if a.thumbnail:
+            assert status == 200 and body[:2] in (b"\xff\xd8", b"\x89P"), (status, body[:300])
+        else:
+            assert status == 200 and len(body) == size, (status, body[:300])
     tmp = Path(tempfile.mkdtemp(prefix="fedsynapse-"))
     port_b, tls_b, port_a, port_s = free_port(), free_port(), free_port(), free_port()
     procs, synapse, proxy = [], None, None
@@ -68,18 +94,15 @@ def main():
         def direct(mxc):
             conn = http.client.HTTPSConnection("127.0.0.1", tls_b, timeout=120, context=tls)
             try:
-                status, body = request(None, "GET", f"/_matrix/client/v1/media/download/{mxc}", token_b, conn=conn)
+                check(*request(None, "GET", f"/_matrix/client/v1/media/{kind}/{mxc}{query}", token_b, conn=conn))
             finally:
                 conn.close()
-            assert status == 200 and len(body) == size, status
 
         def through_a(mxc):
-            status, body = request(port_a, "GET", f"/_matrix/client/v1/media/download/{mxc}", token_a)
-            assert status == 200 and len(body) == size, (status, body[:300])
+            check(*request(port_a, "GET", f"/_matrix/client/v1/media/{kind}/{mxc}{query}", token_a))
 
         def through_synapse(mxc):
-            status, body = request(port_s, "GET", f"/_matrix/client/v1/media/download/{mxc}", synapse.token)
-            assert status == 200 and len(body) == size, (status, body[:300])
+            check(*request(port_s, "GET", f"/_matrix/client/v1/media/{kind}/{mxc}{query}", synapse.token))
 
         for fetch in (through_a, through_synapse):  # untimed: keys and connections
             status, body = request(port_a if fetch is through_a else port_s, "GET",
@@ -91,16 +114,16 @@ def main():
             ways = [("direct", direct), ("mediasite", through_a), ("synapse", through_synapse)]
             if i % 2:
                 ways.reverse()
-            mxcs = [upload(port_b, token_b, os.urandom(size)) for _ in ways]
+            mxcs = [upload(port_b, token_b, payload()) for _ in ways]
             for (label, fetch), mxc in zip(ways, mxcs):
                 times[label].append(timed(lambda: fetch(mxc)))
         ms = {label: statistics.median(values) * 1000 for label, values in times.items()}
         print(json.dumps({
-            "size_kb": a.size_kb,
+            "what": "320x240 thumbnail of a 1024x768 JPEG" if a.thumbnail else f"{a.size_kb} KiB download",
             "rounds": a.first,
-            "direct_origin_download_ms_median": round(ms["direct"], 1),
-            "mediasite_first_fetch_ms_median": round(ms["mediasite"], 1),
-            "synapse_first_fetch_ms_median": round(ms["synapse"], 1),
+            "direct_from_origin_ms_median": round(ms["direct"], 1),
+            "mediasite_first_ms_median": round(ms["mediasite"], 1),
+            "synapse_first_ms_median": round(ms["synapse"], 1),
             "mediasite_over_direct": round(ms["mediasite"] / ms["direct"], 2),
             "synapse_over_direct": round(ms["synapse"] / ms["direct"], 2),
             "mediasite_over_synapse": round(ms["mediasite"] / ms["synapse"], 2),
