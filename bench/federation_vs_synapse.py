@@ -20,6 +20,7 @@ the registry that Synapse installs from.
 Usage: bench/federation_vs_synapse.py [--first 30] [--size-kb 256] [--thumbnail]
 """
 import argparse
+import functools
 import http.client
 import json
 import os
@@ -91,24 +92,20 @@ def main():
 
         tls = ssl.create_default_context(cafile=str(proxy.cert))
 
+        def ask(port, token, mxc, conn=None):
+            check(*request(port, "GET", f"/_matrix/client/v1/media/{kind}/{mxc}{query}", token, conn=conn))
+
         def direct(mxc):
             conn = http.client.HTTPSConnection("127.0.0.1", tls_b, timeout=120, context=tls)
             try:
-                check(*request(None, "GET", f"/_matrix/client/v1/media/{kind}/{mxc}{query}", token_b, conn=conn))
+                ask(None, token_b, mxc, conn)
             finally:
                 conn.close()
 
-        def through_a(mxc):
-            check(*request(port_a, "GET", f"/_matrix/client/v1/media/{kind}/{mxc}{query}", token_a))
-
-        def through_synapse(mxc):
-            check(*request(port_s, "GET", f"/_matrix/client/v1/media/{kind}/{mxc}{query}", synapse.token))
-
+        through_a = functools.partial(ask, port_a, token_a)
+        through_synapse = functools.partial(ask, port_s, synapse.token)
         for fetch in (through_a, through_synapse):  # untimed: keys and connections
-            status, body = request(port_a if fetch is through_a else port_s, "GET",
-                                   f"/_matrix/client/v1/media/download/{upload(port_b, token_b, b'warm-up')}",
-                                   token_a if fetch is through_a else synapse.token)
-            assert status == 200, (fetch.__name__, status, body[:300], synapse.log()[-3000:])
+            fetch(upload(port_b, token_b, payload()))
         times = {"direct": [], "mediasite": [], "synapse": []}
         for i in range(a.first):
             ways = [("direct", direct), ("mediasite", through_a), ("synapse", through_synapse)]

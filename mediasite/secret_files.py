@@ -79,9 +79,7 @@ def _remove_stale_temps(path: Path) -> None:
     """Best effort: a data dir that cannot be written to (read-only, secrets provisioned) must
     still start."""
     cutoff = time.time() - STALE_TEMP_SECONDS
-    if not path.parent.is_dir():
-        return
-    # mkstemp's names: the prefix, then eight characters.
+    # mkstemp's names (a directory not made yet has none): the prefix, then eight characters.
     for leftover in path.parent.glob(f".{path.name}-????????"):
         try:
             if leftover.stat().st_mtime < cutoff:
