@@ -34,6 +34,13 @@ class Blob(models.Model):
                                  help_text="Result of the last re-hash by verify_media or the scrub task")
     verified_ts = models.DateTimeField(null=True, blank=True, help_text="When the bytes were last re-hashed")
 
+    class Meta:
+        indexes = [
+            # Whether any quarantined content has a given size: asked before a first fetch of
+            # remote media is answered while it arrives (federation.remote.StreamedRemote).
+            models.Index(fields=["size"], condition=models.Q(quarantined=True), name="blob_quarantined_size"),
+        ]
+
     def __str__(self):
         return f"{self.sha256[:12]}… ({self.size} B on {self.storage})"
 

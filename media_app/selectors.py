@@ -214,3 +214,22 @@ def content_quarantined(*, sha256: str) -> bool:
     """Whether these bytes are under hash-level quarantine: a QuarantinedContent row (which
     outlives the bytes) or a quarantined Blob."""
     return _fetchone(connections[DEFAULT_DB_ALIAS], _quarantined_sql, [sha256, sha256]) is not None
+
+
+@functools.cache
+def _quarantined_size_sql(vendor: str) -> str:
+    from .moderation.models import QuarantinedContent
+
+    q = _Sql()
+    size = q.col('q', QuarantinedContent, 'size')
+    return (
+        f"SELECT 1 FROM {q.table(QuarantinedContent, 'q')} WHERE {size} = %s OR {size} IS NULL "
+        f"UNION ALL SELECT 1 FROM {q.table(Blob, 'b')} "
+        f"WHERE {q.col('b', Blob, 'size')} = %s AND {q.col('b', Blob, 'quarantined')} LIMIT 1"
+    )
+
+
+def quarantined_content_of_size(*, size: int) -> bool:
+    """Whether any content under hash-level quarantine is (or, for a row of unknown size, may
+    be) `size` bytes long: bytes of any other length cannot be quarantined content."""
+    return _fetchone(connections[DEFAULT_DB_ALIAS], _quarantined_size_sql, [size, size]) is not None

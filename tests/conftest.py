@@ -5,6 +5,7 @@ on the embedded SQLite default without them.
 """
 import io
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -128,6 +129,13 @@ def stored_media(server_name: str, media_id: str, timeout: float = 30):
 def png_bytes(width=8, height=8, mode="RGB", color=(255, 0, 0)) -> bytes:
     buf = io.BytesIO()
     Image.new(mode, (width, height), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def noisy_png(side: int) -> bytes:
+    """A PNG of random pixels: about 3 bytes per pixel, as it does not compress."""
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (side, side), secrets.token_bytes(side * side * 3)).save(buf, "PNG")
     return buf.getvalue()
 
 

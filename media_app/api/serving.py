@@ -7,7 +7,7 @@ import re
 import threading
 from urllib.parse import quote
 
-from django.http import FileResponse, HttpResponse
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 
 from .. import errors, storage
 from ..crypto import is_undecryptable
@@ -196,8 +196,12 @@ class _JoinOnClose(io.FileIO):
 def serve_fetched(request, fetched, *, filename: str | None = None) -> HttpResponse:
     """Remote media this request has just fetched (a federation.remote.FetchedRemote), answered
     from its checked temp file while it is stored beside the answer: its own client does not
-    wait for the durable write, and the requests waiting for it do not wait for that client."""
+    wait for the durable write, and the requests waiting for it do not wait for that client.
+    A StreamedRemote is answered as it arrives instead."""
     user = request.user
+    if fetched.streamed:
+        return _serve_streamed(request, fetched, filename=filename or fetched.filename,
+                               then=lambda media: download.media_record_retrieval(media=media, downloader=user))
     try:
         fh = _JoinOnClose(fetched.received.path, "r")  # before the store moves or removes the file
     except BaseException:
@@ -210,6 +214,26 @@ def serve_fetched(request, fetched, *, filename: str | None = None) -> HttpRespo
     name = filename or fetched.filename
     return serve_open_file(request, fh, media_type=fetched.media_type, size=fetched.received.size,
                            sha256=fetched.received.sha256, filename=name)
+
+
+def _serve_streamed(request, fetched, *, filename: str | None, then) -> HttpResponse:
+    """A first fetch answered while it arrives (federation.remote.StreamedRemote): the serving
+    headers and its declared length, without an ETag (the hash is known only at the end) and
+    without ranges. A failure of the origin midway cuts the answer short of its length."""
+    try:
+        body = fetched.tail()  # before the receive starts, which may move the temp file once done
+    except BaseException:
+        fetched.store_soon()
+        raise
+    # Joined when the response closes, as in serve_fetched.
+    body.thread = fetched.store_soon(then=then)
+    headers = _serving_headers(fetched.media_type, filename, etag="")
+    headers["Content-Length"] = str(fetched.size)
+    if request.method == "HEAD":
+        body.close()
+        return _with_headers(HttpResponse(), headers, drop=("ETag",))
+    response = StreamingHttpResponse(body, content_type=fetched.media_type)
+    return _with_headers(response, headers, drop=("ETag", "Accept-Ranges"))
 
 
 def serve_open_file(request, fh, *, media_type: str, size: int, sha256: str, filename: str | None) -> HttpResponse:

@@ -48,7 +48,10 @@ def _multipart_response(*, blob, media_type: str, filename: str | None) -> Strea
     boundary = multipart.new_boundary()
     head, body, tail = multipart.media_response_chunks(
         boundary, metadata={},
-        part_headers={"Content-Type": media_type, "Content-Disposition": content_disposition(media_type, filename)},
+        # The part's own length lets the fetching server answer its client while the bytes
+        # arrive (a part's length is otherwise known only at its closing delimiter).
+        part_headers={"Content-Type": media_type, "Content-Disposition": content_disposition(media_type, filename),
+                      "Content-Length": str(blob.size)},
         body_chunks=storage.backend(blob.storage).iter_chunks(blob.key),
     )
 

@@ -11,13 +11,15 @@ stored copy.
 The fetch (`_fetch`): the federation endpoint, signed with X-Matrix, answering multipart/mixed
 (JSON, then the bytes or a Location); on M_UNRECOGNIZED, the legacy `/_matrix/media/v3/download`
 endpoint. The bytes go through the upload pipeline: size cap, hashing, sniffing,
-deduplication, hash-level quarantine.
+deduplication, hash-level quarantine. Media of a declared length of at least STREAM_FROM_BYTES
+is answered to the request that fetches it while it arrives (StreamedRemote).
 """
 import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +34,7 @@ from ..conf import media_settings
 from ..models import Blob, Media, MediaOrigin, MediaStatus
 from ..moderation.services import media_quarantine_on_arrival
 from ..services import identifiers, sniffing
-from ..services.blobs import BlobQuarantined, Received, blob_store_and_record, receive_body
+from ..services.blobs import BlobQuarantined, BodyReceiver, Received, blob_store_and_record, receive_body
 from ..state import Actor, create
 from . import blocklist, client, discovery, multipart, ratelimit, xmatrix
 
@@ -43,6 +45,13 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 MAX_ERROR_BODY_BYTES = 64 * 1024
 ENQUEUED_MARKER_SECONDS = 10
 FLIGHT_LEASE_SECONDS = 10
+# A first fetch of media declared at least this long is answered while it arrives; a smaller
+# one once it is received and checked (its answer then carries the hash as ETag).
+STREAM_FROM_BYTES = 1 << 20
+# What is read of such media before its answer starts: enough for a type's signature and an
+# image's header (which are then decided on these bytes, see StreamedRemote).
+HEAD_BYTES = 256 << 10
+TAIL_READ_BYTES = 256 << 10
 
 
 def flight_key(server_name: str, media_id: str) -> str:
@@ -76,8 +85,9 @@ def remote_media_get(*, server_name: str, media_id: str, timeout_ms: int, reques
     The request that wins the flight fetches in its own process (with REMOTE_FETCH_IN_WORKER, it
     enqueues a Celery task instead); every other requester, in any process, waits for the result
     up to `timeout_ms`. With `defer_store`, a fetch made by this very request comes back as a
-    FetchedRemote: complete and checked, answerable from its temp file, and stored (then
-    announced to the waiters) when the caller calls `store()` or `store_soon()`.
+    FetchedRemote (complete and checked, answerable from its temp file) or a StreamedRemote
+    (answerable as it arrives), stored (then announced to the waiters) when the caller calls
+    `store()` or `store_soon()`.
     """
     if blocklist.is_blocked(server_name):
         raise errors.MediaServerBlocked()
@@ -88,12 +98,12 @@ def remote_media_get(*, server_name: str, media_id: str, timeout_ms: int, reques
         result = _get_through_worker(key, server_name, media_id, timeout_ms)
     else:
         result = _get_in_process(key, server_name, media_id, timeout_ms, defer_store)
-    size = result.received.size if isinstance(result, FetchedRemote) else result.blob and result.blob.size
+    size = result.blob and result.blob.size if isinstance(result, Media) else result.size
     if size:
         try:
             ratelimit.charge_user_bytes(requester, size)
         except BaseException:
-            if isinstance(result, FetchedRemote):
+            if not isinstance(result, Media):
                 result.store()  # fetched all the same: the waiters must not be left hanging
             raise
     return result
@@ -113,7 +123,7 @@ def _get_in_process(key: str, server_name: str, media_id: str, timeout_ms: int, 
             media = _stored_meanwhile(flight, server_name, media_id)
             if media is not None:
                 return media
-            fetched = _fetch_as_owner(flight, server_name, media_id, timeout_ms=timeout_ms)
+            fetched = _fetch_as_owner(flight, server_name, media_id, timeout_ms=timeout_ms, may_stream=defer_store)
             # Known quarantined content is recorded at once and never answered from the temp file.
             return fetched if defer_store and not fetched.quarantined else fetched.store()
         try:
@@ -175,6 +185,8 @@ class FetchedRemote:
     ends the flight, waking every waiter. Until then the bytes are readable at `received.path`.
     """
 
+    streamed = False
+
     server_name: str
     media_id: str
     received: Received
@@ -183,6 +195,10 @@ class FetchedRemote:
     quarantined: bool
     flight: singleflight.Flight | None = None
     _media: Media | None = dataclasses.field(default=None, init=False, repr=False)
+
+    @property
+    def size(self) -> int:
+        return self.received.size
 
     def store(self) -> Media:
         if self._media is not None:
@@ -205,34 +221,158 @@ class FetchedRemote:
         while the waiters are released as soon as the bytes are stored — not when that client
         has finished reading, which a slow client could put off for as long as it likes.
         """
-        def store():
-            try:
-                media = self.store()
-            except errors.MediasiteError:
-                return  # logged and answered to the waiters by store()
-            except Exception:
-                logger.exception("Storing fetched remote media %s/%s failed", self.server_name, self.media_id)
-                return
-            if then is not None:
-                try:
-                    then(media)
-                except Exception:
-                    logger.exception("After storing fetched remote media %s/%s", self.server_name, self.media_id)
+        return _store_in_thread(self, then)
 
-        def run():
-            try:
-                store()
-            finally:
-                connections.close_all()  # this thread's own database connections
 
-        # Not a daemon: a worker shutting down lets the store finish rather than abandon the flight.
-        thread = threading.Thread(target=run, name="remote-store")
+class StreamedRemote:
+    """A first fetch answered to its requester while the bytes arrive: media of a declared
+    length of at least STREAM_FROM_BYTES whose first HEAD_BYTES have been read.
+
+    Answering before the whole is received and checked is safe because each check's outcome is
+    known first. The type comes from the head, for the types whose signature decides them
+    (sniffing.HEAD_DECIDED_TYPES); an image's pixel count from the header in the head. Content
+    under hash-level quarantine has a quarantined content's size, and no quarantined content has
+    the declared length (checked before this exists); bytes short of or beyond that length fail
+    the fetch, and the answer is cut short: its last byte is held back until the whole has been
+    received and checked. (An origin could send a truncated copy of quarantined content under a
+    true length: that no hash can catch, streamed or not.) The size cap applies to the declared
+    length before a byte is read. At the end the whole is checked like any fetched media.
+
+    `store_soon()` receives in a thread of its own into a temp file, which the answer (`tail()`)
+    reads behind it: a slow client does not slow the fetch, and the waiters are released once
+    the bytes are stored, not once that client has read them.
+    """
+
+    streamed = True
+    quarantined = False
+
+    def __init__(self, *, server_name: str, media_id: str, body: "_Body", media_type: str):
+        self.server_name, self.media_id, self.media_type = server_name, media_id, media_type
+        self.filename = body.filename
+        self.size = body.length
+        self.flight: singleflight.Flight | None = None
+        self.slot: str | None = None  # the origin slot, released when the receive ends
+        self._body = body
+        self._receiver = BodyReceiver(on_written=self._advance)
+        self._written = 0
+        self._whole = False  # all received, and the checks passed: the last byte may go
+        self._ended = False
+        self._changed = threading.Condition()
+        self._media: Media | None = None
+
+    def _advance(self, count: int) -> None:
+        with self._changed:
+            self._written += count
+            self._changed.notify_all()
+
+    def store(self) -> Media:
+        """Receive the rest, check and store it; a failure ends the flight with it."""
+        if self._media is not None:
+            return self._media
         try:
-            thread.start()
-        except RuntimeError:  # no thread to be had: store here, the flight must end either way
+            with _failures_published(self.flight, self.server_name, self.media_id,
+                                     ttl=media_settings.REMOTE_FAILURE_CACHE_SECONDS):
+                with _origin_errors(self.server_name, self.media_id):
+                    received = _received(self._body, receiver=self._receiver)
+                fetched = _checked(self.server_name, self.media_id, received, self._body.filename)
+            self._whole = not fetched.quarantined  # quarantined since the fetch began: cut short
+        finally:
+            self._body.close()
+            with self._changed:
+                self._ended = True
+                self._changed.notify_all()
+            if self.slot is not None:
+                ratelimit.release_origin_slot(self.server_name, self.slot)
+                self.slot = None
+        fetched.flight = self.flight
+        self._media = fetched.store()
+        return self._media
+
+    def store_soon(self, then: Callable[[Media], None] | None = None) -> threading.Thread | None:
+        """Receive and store in a thread of its own (see FetchedRemote.store_soon)."""
+        return _store_in_thread(self, then)
+
+    def tail(self) -> "_Tail":
+        """The answer's body: the bytes as they are received. Taken before `store_soon()`, which
+        may move the temp file away once it has it all."""
+        return _Tail(self, os.open(self._receiver.path, os.O_RDONLY))
+
+    def _sendable(self) -> int:
+        return self._written if self._whole else min(self._written, self.size - 1)
+
+    def _chunks(self, fd: int):
+        sent = 0
+        patience = media_settings.REMOTE_FETCH_DEADLINE_SECONDS + 30
+        while sent < self.size:
+            with self._changed:
+                if not self._changed.wait_for(lambda: self._sendable() > sent or self._ended, timeout=patience):
+                    raise errors.RemoteTimeout()
+                available = self._sendable()
+            if available <= sent:  # the receive ended short or failed its checks: so does the answer
+                raise errors.RemoteFetchFailed("The remote media could not be fetched whole")
+            data = os.pread(fd, min(available - sent, TAIL_READ_BYTES), sent)
+            if not data:
+                raise errors.RemoteFetchFailed("The received bytes are gone")
+            sent += len(data)
+            yield data
+
+
+class _Tail:
+    """A StreamedRemote's bytes for a streaming response. Its close() (the response's, once the
+    server is done with it) also waits for the thread receiving and storing them, as
+    api.serving._JoinOnClose does for a FetchedRemote: the worker thread takes no other request
+    before the flight has ended on the handle it claimed it with."""
+
+    thread: threading.Thread | None = None
+
+    def __init__(self, remote: StreamedRemote, fd: int):
+        self._fd = fd
+        self._chunks = remote._chunks(fd)
+
+    def __iter__(self):
+        return self._chunks
+
+    def close(self) -> None:
+        try:
+            self._chunks.close()
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+        finally:
+            thread, self.thread = self.thread, None
+            if thread is not None:
+                thread.join()
+
+
+def _store_in_thread(pending: "FetchedRemote | StreamedRemote", then: Callable[[Media], None] | None):
+    def store():
+        try:
+            media = pending.store()
+        except errors.MediasiteError:
+            return  # logged and answered to the waiters by store()
+        except Exception:
+            logger.exception("Storing fetched remote media %s/%s failed", pending.server_name, pending.media_id)
+            return
+        if then is not None:
+            try:
+                then(media)
+            except Exception:
+                logger.exception("After storing fetched remote media %s/%s", pending.server_name, pending.media_id)
+
+    def run():
+        try:
             store()
-            return None
-        return thread
+        finally:
+            connections.close_all()  # this thread's own database connections
+
+    # Not a daemon: a worker shutting down lets the store finish rather than abandon the flight.
+    thread = threading.Thread(target=run, name="remote-store")
+    try:
+        thread.start()
+    except RuntimeError:  # no thread to be had: store here, the flight must end either way
+        store()
+        return None
+    return thread
 
 
 @contextlib.contextmanager
@@ -257,9 +397,11 @@ def _failures_published(flight: singleflight.Flight, server_name: str, media_id:
 
 
 def _fetch_as_owner(flight: singleflight.Flight, server_name: str, media_id: str, *,
-                    timeout_ms: int | None = None) -> FetchedRemote:
+                    timeout_ms: int | None = None, may_stream: bool = False) -> "FetchedRemote | StreamedRemote":
     """Fetch as the flight's owner; on failure the flight ends with it. `timeout_ms` is the
-    patience of the request doing the fetch (None: a worker's, the full deadline for all)."""
+    patience of the request doing the fetch (None: a worker's, the full deadline for all).
+    With `may_stream`, large media may come back as a StreamedRemote, which holds the origin
+    slot until it has received everything."""
     try:
         slot = ratelimit.acquire_origin_slot(server_name, hold_seconds=media_settings.REMOTE_FETCH_DEADLINE_SECONDS + 30)
     except BaseException:
@@ -272,14 +414,17 @@ def _fetch_as_owner(flight: singleflight.Flight, server_name: str, media_id: str
     try:
         with _failures_published(flight, server_name, media_id, ttl=media_settings.REMOTE_FAILURE_CACHE_SECONDS):
             try:
-                fetched = _fetch(server_name, media_id, deadline)
+                fetched = _fetch(server_name, media_id, deadline, may_stream=may_stream)
             except errors.RemoteTimeout:
                 if not deadline.answered_yet:
                     # One impatient client's timeout says nothing about the origin: not cached.
                     singleflight.publish_failure(flight, errors.RemoteTimeout())
                 raise
+        if fetched.streamed:
+            fetched.slot, slot = slot, None
     finally:
-        ratelimit.release_origin_slot(server_name, slot)
+        if slot is not None:
+            ratelimit.release_origin_slot(server_name, slot)
     fetched.flight = flight
     return fetched
 
@@ -308,22 +453,56 @@ def remote_media_fetch(*, server_name: str, media_id: str, slot: str | None = No
         caches["federation"].delete(_enqueued_marker(key))
 
 
-def _fetch(server_name: str, media_id: str, deadline: client.Deadline) -> FetchedRemote:
+def _fetch(server_name: str, media_id: str, deadline: client.Deadline, *,
+           may_stream: bool = False) -> "FetchedRemote | StreamedRemote":
     identifiers.validate(server_name, media_id)
     if blocklist.is_blocked(server_name):
         raise errors.MediaServerBlocked()
-    try:
+    with _origin_errors(server_name, media_id):
         target = discovery.resolve(server_name, deadline=deadline)
-        received, _content_type, filename = _download(target, server_name, media_id, deadline)
-    except client.OutboundTimeout as exc:
-        raise errors.RemoteTimeout() from exc
-    except (client.OutboundError, multipart.MultipartError) as exc:
-        # The detail (addresses, hosts) is for the operator's log, never for the client: an
-        # answer naming the address a name resolved to would make this an oracle for probing.
-        logger.info("Remote fetch of %s/%s: %s", server_name, media_id, exc)
-        raise errors.RemoteFetchFailed() from exc
+        body = _open(target, server_name, media_id, deadline)
+        streamed = None
+        try:
+            streamed = _streamed(server_name, media_id, body) if may_stream else None
+            if streamed is not None:
+                return streamed
+            received = _received(body)
+        finally:
+            if streamed is None:
+                body.close()
+    return _checked(server_name, media_id, received, body.filename)
+
+
+def _streamed(server_name: str, media_id: str, body: "_Body") -> StreamedRemote | None:
+    """A StreamedRemote for this answer when every check can be decided before the bytes are all
+    here (see StreamedRemote); else None, with the body as it was."""
+    length = body.length
+    if length is None or not STREAM_FROM_BYTES <= length <= media_settings.MAX_UPLOAD_SIZE_BYTES:
+        return None
+    if selectors.quarantined_content_of_size(size=length):
+        return None
+    head = _read_up_to(body.stream, HEAD_BYTES)
+    body.unread(head)
+    media_type = sniffing.media_type_of_head(head)
+    if media_type is None:
+        return None
+    if not sniffing.pixels_of_head_allowed(head, media_type, max_pixels=media_settings.MAX_IMAGE_PIXELS):
+        return None
+    return StreamedRemote(server_name=server_name, media_id=media_id, body=body, media_type=media_type)
+
+
+def _read_up_to(stream, amount: int) -> bytes:
+    parts, got = [], 0
+    while got < amount and (data := stream.read(amount - got)):
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
+def _checked(server_name: str, media_id: str, received: Received, filename: str | None) -> FetchedRemote:
+    """What the received bytes are, from the bytes (the remote's Content-Type is never trusted,
+    as for uploads), and whether they may be kept; the temp file is discarded if not."""
     try:
-        # The remote's Content-Type is never trusted: the type comes from the bytes, as for uploads.
         media_type = sniffing.detect_media_type(received.path)
         sniffing.check_pixels(received.path, media_type, max_pixels=media_settings.MAX_IMAGE_PIXELS)
         quarantined = selectors.content_quarantined(sha256=received.sha256)
@@ -334,24 +513,76 @@ def _fetch(server_name: str, media_id: str, deadline: client.Deadline) -> Fetche
                          filename=filename, quarantined=quarantined)
 
 
-def _received(stream, declared_length: int | None) -> Received:
+@contextlib.contextmanager
+def _origin_errors(server_name: str, media_id: str, what: str = "Remote fetch"):
+    """The outbound client's failures as the errors a client is answered."""
+    try:
+        yield
+    except client.OutboundTimeout as exc:
+        raise errors.RemoteTimeout() from exc
+    except (client.OutboundError, multipart.MultipartError) as exc:
+        # The detail (addresses, hosts) is for the operator's log, never for the client: an
+        # answer naming the address a name resolved to would make this an oracle for probing.
+        logger.info("%s of %s/%s: %s", what, server_name, media_id, exc)
+        raise errors.RemoteFetchFailed() from exc
+
+
+class _Prefixed:
+    """A stream with bytes already read from it put back in front."""
+
+    def __init__(self, head: bytes, stream):
+        self._head, self._stream = head, stream
+
+    def read(self, amount: int) -> bytes:
+        if self._head:
+            out, self._head = self._head[:amount], self._head[amount:]
+            return out
+        return self._stream.read(amount)
+
+
+@dataclasses.dataclass
+class _Body:
+    """An origin's answer, open at the first byte of the media."""
+
+    stream: object  # read(n)
+    length: int | None  # the media's own length, where the origin declared it
+    filename: str | None
+    response: client.Response
+
+    def unread(self, head: bytes) -> None:
+        if head:
+            self.stream = _Prefixed(head, self.stream)
+
+    def close(self) -> None:
+        self.response.close()
+
+
+def _received(body: _Body, *, receiver: BodyReceiver | None = None) -> Received:
     try:
         # Not synced here: the fetching request answers from the temp file first, and storing syncs it.
-        return receive_body(stream=stream, declared_length=declared_length, durable=False)
+        received = receive_body(stream=body.stream, declared_length=body.length, durable=False, receiver=receiver)
     except errors.UploadIncomplete as exc:
         cause = exc.__cause__
         if isinstance(cause, client.OutboundTimeout):
             raise cause from None
         raise errors.RemoteFetchFailed("The remote server ended the transfer early") from None
+    # A declared length is the whole of it: a multipart part must end there (a plain body's
+    # Content-Length is held to by the HTTP client).
+    if body.length is not None and body.stream.read(1):
+        received.discard()
+        raise errors.RemoteFetchFailed("The remote server sent more than it declared")
+    return received
 
 
-def _download(target: client.Target, server_name: str, media_id: str, deadline: client.Deadline,
-              *, kind: str = "download", query: str = ""):
-    """(Received, content type, filename) from the federation endpoint or the legacy one;
-    `kind` is "download" or "thumbnail" (with its `query`)."""
+def _open(target: client.Target, server_name: str, media_id: str, deadline: client.Deadline,
+          *, kind: str = "download", query: str = "") -> _Body:
+    """The media's bytes, open, from the federation endpoint or the legacy one; `kind` is
+    "download" or "thumbnail" (with its `query`). The caller closes it."""
     path = f"/_matrix/federation/v1/media/{kind}/{media_id}" + (f"?{query}" if query else "")
     auth = xmatrix.authorization_header(method="GET", uri=path, destination=server_name)
-    with client.request("GET", target, path, headers={"Authorization": auth}, deadline=deadline) as response:
+    response = client.request("GET", target, path, headers={"Authorization": auth}, deadline=deadline)
+    location = None
+    try:
         if response.status == 200:
             deadline.answered()
             declared = response.content_length
@@ -359,33 +590,38 @@ def _download(target: client.Target, server_name: str, media_id: str, deadline: 
                 raise errors.MediaTooLarge()
             _metadata, part = multipart.read_media_response(response, response.header("Content-Type"))
             location = part.headers.get("location")
-            if location:
-                return _download_url(location, deadline)
-            received = _received(part.stream, None)
-            return received, part.headers.get("content-type"), _filename(part.headers.get("content-disposition"))
-        errcode = _errcode(response)
-        if not (errcode == "M_UNRECOGNIZED" and response.status in (400, 404)
-                or errcode is None and response.status in (404, 405, 501)):
-            _raise_for(response.status, errcode)
+            if not location:
+                return _Body(part.stream, _length(part.headers.get("content-length")),
+                             _filename(part.headers.get("content-disposition")), response)
+        else:
+            errcode = _errcode(response)
+            if not (errcode == "M_UNRECOGNIZED" and response.status in (400, 404)
+                    or errcode is None and response.status in (404, 405, 501)):
+                _raise_for(response.status, errcode)
+    except BaseException:
+        response.close()
+        raise
+    response.close()
+    if location:
+        return _plain_body(client.get_url(location, deadline=deadline))
     legacy = (f"/_matrix/media/v3/{kind}/{server_name}/{media_id}?"
               + (f"{query}&" if query else "") + "allow_remote=false&allow_redirect=true")
-    with client.request("GET", target, legacy, deadline=deadline, follow_redirects=True) as response:
+    return _plain_body(client.request("GET", target, legacy, deadline=deadline, follow_redirects=True))
+
+
+def _plain_body(response: client.Response) -> _Body:
+    try:
         if response.status != 200:
             _raise_for(response.status, _errcode(response))
-        deadline.answered()
-        return _body_of(response)
+    except BaseException:
+        response.close()
+        raise
+    response.deadline.answered()
+    return _Body(response, response.content_length, _filename(response.header("Content-Disposition")), response)
 
 
-def _download_url(url: str, deadline: client.Deadline):
-    with client.get_url(url, deadline=deadline) as response:
-        if response.status != 200:
-            _raise_for(response.status, None)
-        return _body_of(response)
-
-
-def _body_of(response: client.Response):
-    received = _received(response, response.content_length)
-    return received, response.header("Content-Type"), _filename(response.header("Content-Disposition"))
+def _length(value: str | None) -> int | None:
+    return int(value) if value is not None and value.strip().isdigit() else None
 
 
 def _errcode(response: client.Response) -> str | None:
@@ -505,14 +741,14 @@ def _fetch_origin_thumbnail(server_name, media_id, width, height, method, animat
     slot = ratelimit.acquire_origin_slot(server_name, hold_seconds=media_settings.REMOTE_FETCH_DEADLINE_SECONDS)
     query = urlencode({"width": width, "height": height, "method": method, "animated": str(animated).lower()})
     try:
-        deadline = client.Deadline(min(media_settings.REMOTE_FETCH_DEADLINE_SECONDS, max(1.0, timeout_ms / 1000)))
-        target = discovery.resolve(server_name, deadline=deadline)
-        received, _type, _name = _download(target, server_name, media_id, deadline, kind="thumbnail", query=query)
-    except client.OutboundTimeout as exc:
-        raise errors.RemoteTimeout() from exc
-    except (client.OutboundError, multipart.MultipartError) as exc:
-        logger.info("Remote thumbnail of %s/%s: %s", server_name, media_id, exc)
-        raise errors.RemoteFetchFailed() from exc
+        with _origin_errors(server_name, media_id, "Remote thumbnail"):
+            deadline = client.Deadline(min(media_settings.REMOTE_FETCH_DEADLINE_SECONDS, max(1.0, timeout_ms / 1000)))
+            target = discovery.resolve(server_name, deadline=deadline)
+            body = _open(target, server_name, media_id, deadline, kind="thumbnail", query=query)
+            try:
+                received = _received(body)
+            finally:
+                body.close()
     finally:
         ratelimit.release_origin_slot(server_name, slot)
     try:

@@ -72,6 +72,10 @@ class QuarantinedContent(models.Model):
     deletion still arrives quarantined when someone uploads or fetches it again."""
 
     sha256 = models.CharField(max_length=64, unique=True)
+    # Content of another size cannot have this hash: a first fetch of remote media whose
+    # declared length no row has may be answered before its hash is known. Null only for rows
+    # recorded before sizes were, whose bytes were gone by then (such a row disables that).
+    size = models.BigIntegerField(null=True, blank=True, db_index=True)
     quarantined_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

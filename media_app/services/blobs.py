@@ -106,12 +106,19 @@ class BodyReceiver:
 
     COALESCE_BYTES = 256 << 10
 
-    def __init__(self):
+    def __init__(self, *, on_written=None):
+        """`on_written(n)` is called each time the temp file holds n more bytes (its writes
+        are unbuffered: a reader of `path` can read them at once)."""
         self._limit = media_settings.MAX_UPLOAD_SIZE_BYTES
         self._digest = _PipelinedSha256()
         self._tmp = storage.new_temp_file()
         self._gathered = bytearray()
+        self._on_written = on_written
         self.size = 0
+
+    @property
+    def path(self) -> str:
+        return self._tmp.name
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
@@ -128,6 +135,8 @@ class BodyReceiver:
     def _put(self, data) -> None:
         self._digest.update(data)
         self._tmp.write(data)
+        if self._on_written is not None:
+            self._on_written(len(data))
 
     def finish(self, *, durable: bool = True) -> Received:
         try:
@@ -171,16 +180,20 @@ def read_chunks(*, stream, declared_length: int | None):
         raise errors.UploadIncomplete()
 
 
-def receive_body(*, stream, declared_length: int | None, durable: bool = True) -> Received:
+def receive_body(*, stream, declared_length: int | None, durable: bool = True,
+                 receiver: BodyReceiver | None = None) -> Received:
     """Copy a raw request body to a temp file, hashing as it goes.
 
     A declared Content-Length over the limit is refused before a byte is read; a body without
     one (chunked) is cut off as soon as it passes the limit. With `durable=False` the fsync is
     left to blob_store_and_record, for bytes that may be used before they are stored.
+    `receiver` is a BodyReceiver of the caller's (one that reports its writes), else a new one.
     """
     if declared_length is not None and declared_length > media_settings.MAX_UPLOAD_SIZE_BYTES:
+        if receiver is not None:
+            receiver.abort()
         raise errors.MediaTooLarge()
-    receiver = BodyReceiver()
+    receiver = receiver or BodyReceiver()
     try:
         for data in read_chunks(stream=stream, declared_length=declared_length):
             receiver.write(data)

@@ -1,4 +1,5 @@
 """What the bytes are, decided from the bytes: the client's Content-Type is never trusted."""
+import io
 import sys
 
 import magic
@@ -10,11 +11,41 @@ OCTET_STREAM = "application/octet-stream"
 _OPAQUE = {"inode/x-empty", "application/x-empty", "inode/blockdevice", "inode/chardevice"}
 # Types whose header we read to enforce MAX_IMAGE_PIXELS (the decoders Mediasite ever runs).
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
+# Types libmagic names from a fixed signature at the start of the bytes (and the container
+# header right after it), so the first few hundred KiB name them as the whole file would.
+# Text and unknown bytes are not among them: whether bytes are text depends on all of them.
+HEAD_DECIDED_TYPES = IMAGE_TYPES | {
+    "video/mp4", "video/webm", "video/quicktime", "video/x-matroska", "video/ogg",
+    "audio/ogg", "audio/mpeg", "audio/flac", "audio/x-wav", "audio/mp4", "application/pdf",
+}
 
 
 def detect_media_type(path: str) -> str:
     detected = magic.from_file(path, mime=True) or OCTET_STREAM
     return OCTET_STREAM if detected in _OPAQUE else detected
+
+
+def media_type_of_head(head: bytes) -> str | None:
+    """The type of bytes that begin with `head`, when the head alone decides it; else None."""
+    detected = magic.from_buffer(head, mime=True)
+    return detected if detected in HEAD_DECIDED_TYPES else None
+
+
+def pixels_of_head_allowed(head: bytes, media_type: str, *, max_pixels: int) -> bool:
+    """Whether an image beginning with `head` is within `max_pixels`, read from its header:
+    True when the header shows it is, MediaTooManyPixels when it shows it is not, False when
+    the head does not hold the header (it is then decided on the whole file)."""
+    if media_type not in IMAGE_TYPES:
+        return True
+    from .. import image_ops
+
+    try:
+        image_ops.probe(io.BytesIO(head), max_pixels=max_pixels, max_total_frame_pixels=sys.maxsize)
+    except image_ops.ImageTooLarge as exc:
+        raise MediaTooManyPixels() from exc
+    except image_ops.ImageError:
+        return False
+    return True
 
 
 def check_pixels(path: str, media_type: str, *, max_pixels: int) -> None:

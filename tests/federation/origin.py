@@ -79,8 +79,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _federation(self, behaviour, *args):
         """A multipart/mixed federation answer: the bytes inline, or a Location to follow."""
         boundary = "6d656469617369746574657374"
-        if behaviour == "federation_bytes":
-            second = b"Content-Type: image/png\r\n\r\n" + args[0]
+        if behaviour == "federation_bytes":  # args: the bytes, and the part's declared length if any
+            length = args[1] if len(args) > 1 else None
+            second = (b"Content-Type: image/png\r\n"
+                      + (f"Content-Length: {length}\r\n".encode() if length is not None else b"") + b"\r\n" + args[0])
         else:  # federation_location
             second = f"Location: {args[0]}\r\n\r\n".encode()
         body = (f"--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--{boundary}\r\n".encode()
@@ -202,6 +204,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+        elif behaviour == "gated":  # args: body, declared length, bytes sent at once, gate, sent (events)
+            body, declared, first, gate, sent = args
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(declared))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            try:
+                self.wfile.write(body[:first])
+                self.wfile.flush()
+                gate.wait(10)
+                self.wfile.write(body[first:])
+                self.wfile.flush()
+            except OSError:
+                pass
+            sent.set()
+            self.close_connection = True
         elif behaviour == "late_body":  # args: body, seconds between the head and the body
             self.send_response(200)
             self.send_header("Content-Length", str(len(args[0])))

@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from http.client import IncompleteRead
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from django.db import connection
 
 from media_app.federation import multipart
 from media_app.models import Media, MediaEvent
-from tests.conftest import png_bytes, stored_media
+from tests.conftest import noisy_png, png_bytes, stored_media
 
 pytestmark = pytest.mark.server
 
@@ -88,6 +89,7 @@ def test_b_serves_its_media_to_a_correctly_signed_request(pair):
     metadata, part = multipart.read_media_response(io.BytesIO(body), headers["Content-Type"])
     assert metadata == {}
     assert part.headers["content-type"] == "image/png"
+    assert part.headers["content-length"] == str(len(data))  # what lets A answer as it receives
     assert part.stream.read(1 << 20) == data
 
     thumb_uri = f"/_matrix/federation/v1/media/thumbnail/{media_id}?width=32&height=32&method=scale"
@@ -134,6 +136,36 @@ def test_b_serves_only_its_own_media_over_federation(pair):
     auth = x_matrix(a_signing_key(a), origin="a.test", destination="b.test", uri=uri)
     status, _, body = http("GET", b.url + uri, headers={"Authorization": auth})
     assert status == 404 and json.loads(body)["errcode"] == "M_NOT_FOUND"
+
+
+def test_a_large_first_fetch_is_answered_as_it_arrives_and_one_broken_off_is_cut_short(pair, fed_origin, make_user,
+                                                                                       make_token):
+    """Through gunicorn: in-web, a first fetch of over 1 MiB is answered while it arrives (no
+    ETag: the hash is not known yet), and an origin breaking off midway cuts the client's answer
+    short (the connection closes) rather than completing or hanging it. In-worker, neither."""
+    a, b = pair
+    in_worker = a.env["MEDIASITE_REMOTE_FETCH_IN_WORKER"] == "true"
+    data = noisy_png(900)
+    assert len(data) > 2 << 20
+    mxc = upload_to(b, data, b.token)
+    auth = {"Authorization": f"Bearer {make_token(make_user('erin'))}"}
+    status, headers, body = http("GET", f"{a.url}/_matrix/client/v1/media/download/{mxc}", headers=auth)
+    assert status == 200 and body == data
+    assert ("ETag" in headers) is in_worker
+    assert stored_media("b.test", mxc.split("/")[1]).status == "stored"
+
+    gate, sent = threading.Event(), threading.Event()
+    gate.set()
+    media_id = fed_origin.on("s" + secrets.token_hex(8), "gated", data, len(data) + 1000, 500_000, gate, sent)
+    url = f"{a.url}/_matrix/client/v1/media/download/origin.test/{media_id}"
+    if in_worker:
+        assert http("GET", url, headers=auth)[0] == 502
+    else:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=auth), timeout=30) as response:
+            assert response.status == 200 and response.headers["Content-Length"] == str(len(data) + 1000)
+            with pytest.raises(IncompleteRead):
+                response.read()
+    assert not Media.objects.filter(media_id=media_id).exists()
 
 
 def test_a_publishes_its_key_and_b_fetched_it(pair):
