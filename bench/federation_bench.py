@@ -11,9 +11,16 @@ point: compare them within one run, never absolute figures across runs.
 With --origin-delay-ms D, the origin is put at a distance: every connection to B (A's fetches
 and the direct downloads alike) goes through a proxy in this process that adds D ms to each
 direction and 2*D ms to connection set-up, as a network path with a round trip of 2*D would.
+With --origin-mbit M, that proxy also passes at most M Mbit/s each way per connection. The first
+fetch and the direct download are timed to their last byte and to their first.
+
+With --video, each file starts as an MP4 does (an `ftyp` box, then random bytes): a type told
+by its first bytes, so a first fetch of 1 MiB or more is answered while it arrives. Without it,
+random bytes, which a first fetch checks whole before answering.
 
 Usage: bench/federation_bench.py [--seconds 5] [--rounds 3] [--size-kb 256] [--first 10] [--connections 8]
-                                 [--redis redis://127.0.0.1:6379/N] [--origin-delay-ms 0]
+                                 [--redis redis://127.0.0.1:6379/N] [--origin-delay-ms 0] [--origin-mbit 0]
+                                 [--video]
 """
 import argparse
 import asyncio
@@ -32,6 +39,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+
+
+MP4_HEAD = bytes.fromhex("00000018") + b"ftypisom" + bytes.fromhex("00000200") + b"isomiso2"
+
+
+def media_bytes(size: int, video: bool) -> bytes:
+    return MP4_HEAD + os.urandom(size - len(MP4_HEAD)) if video else os.urandom(size)
 
 
 def free_port() -> int:
@@ -89,6 +103,21 @@ def request(port, method, path, token=None, body=None, conn=None):
     return response.status, data
 
 
+def timed_download(port, path, token) -> tuple[int, bytes, float, float]:
+    """(status, body, seconds to the last byte, seconds to the first byte of the body) of a GET
+    over a new connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    t = time.perf_counter()
+    conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+    response = conn.getresponse()
+    head = response.read(1)
+    first = time.perf_counter() - t
+    body = head + response.read()
+    took = time.perf_counter() - t
+    conn.close()
+    return response.status, body, took, first
+
+
 def upload(port, token, data) -> str:
     status, body = request(port, "POST", "/_matrix/media/v3/upload", token, data)
     assert status == 200, body
@@ -117,24 +146,31 @@ def rps(port, path, token, seconds, connections) -> float:
     return sum(counts) / (time.monotonic() - started)
 
 
-def start_delay_proxy(target_port: int, delay: float) -> int:
-    """A TCP proxy to 127.0.0.1:target_port adding `delay` seconds each way (see the docstring)."""
+def start_delay_proxy(target_port: int, delay: float, bytes_per_second: float = 0) -> int:
+    """A TCP proxy to 127.0.0.1:target_port adding `delay` seconds each way (see the docstring),
+    and, with `bytes_per_second`, passing at most that many each way per connection."""
     port = free_port()
 
     async def pipe(reader, writer):
         queue: asyncio.Queue = asyncio.Queue()
 
         async def send():
+            loop = asyncio.get_running_loop()
+            free_at = 0.0  # when the link has sent what came before
             while (item := await queue.get()) is not None:
                 due, data = item
-                await asyncio.sleep(max(0.0, due - asyncio.get_running_loop().time()))
+                if bytes_per_second:
+                    free_at = max(due, free_at) + len(data) / bytes_per_second
+                    due = free_at
+                await asyncio.sleep(max(0.0, due - loop.time()))
                 writer.write(data)
                 await writer.drain()
             writer.close()
 
         sender = asyncio.create_task(send())
         try:
-            while data := await reader.read(1 << 20):
+            # Small pieces on a slow link, so that bytes arrive as they would, not a MiB at a time.
+            while data := await reader.read(64 << 10 if bytes_per_second else 1 << 20):
                 queue.put_nowait((asyncio.get_running_loop().time() + delay, data))
         finally:
             queue.put_nowait(None)
@@ -168,6 +204,8 @@ def main():
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--redis", default="", help="Redis URL for A's broker and single flight (else the embedded default)")
     ap.add_argument("--origin-delay-ms", type=float, default=0, help="put the origin this far away, each way")
+    ap.add_argument("--origin-mbit", type=float, default=0, help="and on a link of this many Mbit/s each way")
+    ap.add_argument("--video", action="store_true", help="files that start as an MP4 does")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="fedbench-"))
     port_a, port_b = free_port(), free_port()
@@ -175,12 +213,14 @@ def main():
     (tmp / "b").mkdir()
     b, _, token_b = start("b.bench", port_b, tmp / "b", {"a.bench": f"http://127.0.0.1:{port_a}"}, workers=2)
     # Where B is reached from, for A's fetches and for the direct downloads alike.
-    far_b = start_delay_proxy(port_b, a.origin_delay_ms / 1000) if a.origin_delay_ms else port_b
+    far = a.origin_delay_ms or a.origin_mbit
+    far_b = start_delay_proxy(port_b, a.origin_delay_ms / 1000, a.origin_mbit * 125_000) if far else port_b
     a_proc, _, token_a = start("a.bench", port_a, tmp / "a", {"b.bench": f"http://127.0.0.1:{far_b}"}, workers=3, redis_url=a.redis)
     try:
         size = a.size_kb << 10
         # First fetch vs a direct download of a same-sized file from the origin.
         first, direct, direct_warm, stores = [], [], [], []
+        first_byte, direct_first_byte = [], []
         # A client already connected to the origin, as A is once it has fetched from B before.
         warm = http.client.HTTPConnection("127.0.0.1", far_b, timeout=120)
         request(far_b, "GET", "/_matrix/key/v2/server", conn=warm)
@@ -189,24 +229,25 @@ def main():
         for _ in range(a.first):
             # The floor of a first fetch: storing the same number of bytes on A (fsync'd file and row).
             t = time.perf_counter()
-            upload(port_a, token_a, os.urandom(size))
+            upload(port_a, token_a, media_bytes(size, a.video))
             stores.append(time.perf_counter() - t)
-            remote_mxc = upload(port_b, token_b, os.urandom(size))
-            other = upload(port_b, token_b, os.urandom(size))
-            t = time.perf_counter()
-            status, _ = request(far_b, "GET", f"/_matrix/client/v1/media/download/{other}", token_b)
-            direct.append(time.perf_counter() - t)
+            remote_mxc = upload(port_b, token_b, media_bytes(size, a.video))
+            other = upload(port_b, token_b, media_bytes(size, a.video))
+            status, _, took, took_first = timed_download(far_b, f"/_matrix/client/v1/media/download/{other}", token_b)
+            direct.append(took)
+            direct_first_byte.append(took_first)
             assert status == 200
             t = time.perf_counter()
             status, _ = request(far_b, "GET", f"/_matrix/client/v1/media/download/{other}", token_b, conn=warm)
             direct_warm.append(time.perf_counter() - t)
             assert status == 200
-            t = time.perf_counter()
-            status, body = request(port_a, "GET", f"/_matrix/client/v1/media/download/{remote_mxc}", token_a)
-            first.append(time.perf_counter() - t)
+            status, body, took, took_first = timed_download(port_a, f"/_matrix/client/v1/media/download/{remote_mxc}",
+                                                            token_a)
+            first.append(took)
+            first_byte.append(took_first)
             assert status == 200 and len(body) == size, (status, body[:200])
         # Cached remote vs local on A, alternating rounds.
-        local_mxc = upload(port_a, token_a, os.urandom(size))
+        local_mxc = upload(port_a, token_a, media_bytes(size, a.video))
         local_path = f"/_matrix/client/v1/media/download/{local_mxc}"
         remote_path = f"/_matrix/client/v1/media/download/{remote_mxc}"
         request(port_a, "GET", remote_path, token_a)
@@ -218,7 +259,9 @@ def main():
                 figures.append(rps(port_a, path, token_a, a.seconds, a.connections))
         result = {
             "size_kb": a.size_kb,
+            "video": a.video,
             "origin_delay_ms": a.origin_delay_ms,
+            "origin_mbit": a.origin_mbit,
             "fetch_in": "worker" if os.environ.get("MEDIASITE_REMOTE_FETCH_IN_WORKER", "").lower() == "true" else "web",
             "local_download_rps": round(statistics.median(local_rps), 1),
             "cached_remote_download_rps": round(statistics.median(remote_rps), 1),
@@ -226,6 +269,8 @@ def main():
             "first_fetch_ms_median": round(statistics.median(first) * 1000, 1),
             "direct_origin_download_ms_median": round(statistics.median(direct) * 1000, 1),
             "first_fetch_over_direct": round(statistics.median(first) / statistics.median(direct), 2),
+            "first_fetch_first_byte_ms_median": round(statistics.median(first_byte) * 1000, 1),
+            "direct_first_byte_ms_median": round(statistics.median(direct_first_byte) * 1000, 1),
             "direct_kept_alive_ms_median": round(statistics.median(direct_warm) * 1000, 1),
             "first_fetch_over_direct_kept_alive": round(statistics.median(first) / statistics.median(direct_warm), 2),
             "local_upload_same_size_ms_median": round(statistics.median(stores) * 1000, 1),

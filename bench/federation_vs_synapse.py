@@ -12,12 +12,12 @@ lets the origin fetch their keys and them open their connections, as any later f
 
 With --thumbnail, each file is a JPEG photo of its own (1024x768, about 100 KiB) and each
 request is for its 320x240 thumbnail instead: the first thing a client shows of an image sent
-from another server.
+from another server. With --video, each file starts as an MP4 does (federation_bench.media_bytes).
 
 Prints one JSON object: medians over the rounds and the ratios. Needs nginx and, the first time,
 the registry that Synapse installs from.
 
-Usage: bench/federation_vs_synapse.py [--first 30] [--size-kb 256] [--thumbnail]
+Usage: bench/federation_vs_synapse.py [--first 30] [--size-kb 256] [--thumbnail | --video]
 """
 import argparse
 import functools
@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.federation_bench import free_port, request, start, upload  # noqa: E402
+from bench.federation_bench import free_port, media_bytes, request, start, upload  # noqa: E402
 from tests.interop.synapse import SYNAPSE_FEDERATION_ON_LOOPBACK, start_synapse  # noqa: E402
 from tests.interop.tlsproxy import TlsProxy  # noqa: E402
 
@@ -62,11 +62,12 @@ def main():
     ap.add_argument("--first", type=int, default=30)
     ap.add_argument("--size-kb", type=int, default=256)
     ap.add_argument("--thumbnail", action="store_true", help="time 320x240 thumbnails of photos instead")
+    ap.add_argument("--video", action="store_true", help="files that start as an MP4 does (see federation_bench)")
     a = ap.parse_args()
     size = a.size_kb << 10
     kind = "thumbnail" if a.thumbnail else "download"
     query = "?width=320&height=240&method=scale" if a.thumbnail else ""
-    payload = photo if a.thumbnail else (lambda: os.urandom(size))
+    payload = photo if a.thumbnail else (lambda: media_bytes(size, a.video))
 
     def check(status, body):
         if a.thumbnail:
@@ -116,7 +117,8 @@ def main():
                 times[label].append(timed(lambda: fetch(mxc)))
         ms = {label: statistics.median(values) * 1000 for label, values in times.items()}
         print(json.dumps({
-            "what": "320x240 thumbnail of a 1024x768 JPEG" if a.thumbnail else f"{a.size_kb} KiB download",
+            "what": "320x240 thumbnail of a 1024x768 JPEG" if a.thumbnail
+            else f"{a.size_kb} KiB download" + (" (MP4 head)" if a.video else ""),
             "rounds": a.first,
             "direct_from_origin_ms_median": round(ms["direct"], 1),
             "mediasite_first_ms_median": round(ms["mediasite"], 1),

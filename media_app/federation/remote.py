@@ -236,7 +236,8 @@ class StreamedRemote:
     the fetch, and the answer is cut short: its last byte is held back until the whole has been
     received and checked. (An origin could send a truncated copy of quarantined content under a
     true length: that no hash can catch, streamed or not.) The size cap applies to the declared
-    length before a byte is read. At the end the whole is checked like any fetched media.
+    length before a byte is read. At the end the hash is checked, and the media is recorded with
+    the type its head told.
 
     `store_soon()` receives in a thread of its own into a temp file, which the answer (`tail()`)
     reads behind it: a slow client does not slow the fetch, and the waiters are released once
@@ -274,7 +275,9 @@ class StreamedRemote:
                                      ttl=media_settings.REMOTE_FAILURE_CACHE_SECONDS):
                 with _origin_errors(self.server_name, self.media_id):
                     received = _received(self._body, receiver=self._receiver)
-                fetched = _checked(self.server_name, self.media_id, received, self._body.filename)
+                # The type told by the head is the one answered, and so the one recorded.
+                fetched = _checked(self.server_name, self.media_id, received, self._body.filename,
+                                   media_type=self.media_type)
             self._whole = not fetched.quarantined  # quarantined since the fetch began: cut short
         finally:
             self._body.close()
@@ -499,12 +502,15 @@ def _read_up_to(stream, amount: int) -> bytes:
     return b"".join(parts)
 
 
-def _checked(server_name: str, media_id: str, received: Received, filename: str | None) -> FetchedRemote:
+def _checked(server_name: str, media_id: str, received: Received, filename: str | None, *,
+             media_type: str | None = None) -> FetchedRemote:
     """What the received bytes are, from the bytes (the remote's Content-Type is never trusted,
-    as for uploads), and whether they may be kept; the temp file is discarded if not."""
+    as for uploads), and whether they may be kept; the temp file is discarded if not. A
+    `media_type` already decided from the head (with the pixels) is not decided again."""
     try:
-        media_type = sniffing.detect_media_type(received.path)
-        sniffing.check_pixels(received.path, media_type, max_pixels=media_settings.MAX_IMAGE_PIXELS)
+        if media_type is None:
+            media_type = sniffing.detect_media_type(received.path)
+            sniffing.check_pixels(received.path, media_type, max_pixels=media_settings.MAX_IMAGE_PIXELS)
         quarantined = selectors.content_quarantined(sha256=received.sha256)
     except BaseException:
         received.discard()
