@@ -220,6 +220,14 @@ def _serve_streamed(request, fetched, *, filename: str | None, then) -> HttpResp
     """A first fetch answered while it arrives (federation.remote.StreamedRemote): the serving
     headers and its declared length, without an ETag (the hash is known only at the end) and
     without ranges. A failure of the origin midway cuts the answer short of its length."""
+    if request.method == "HEAD":
+        # No body to stream: the fetch is finished, checked and stored first, so that a HEAD
+        # says what a GET would get.
+        media = fetched.store()
+        if media.is_quarantined:
+            raise errors.MediaQuarantined()
+        then(media)
+        return serve_media(request, media, filename=filename)
     try:
         body = fetched.tail()  # before the receive starts, which may move the temp file once done
     except BaseException:
@@ -229,9 +237,6 @@ def _serve_streamed(request, fetched, *, filename: str | None, then) -> HttpResp
     body.thread = fetched.store_soon(then=then)
     headers = _serving_headers(fetched.media_type, filename, etag="")
     headers["Content-Length"] = str(fetched.size)
-    if request.method == "HEAD":
-        body.close()
-        return _with_headers(HttpResponse(), headers, drop=("ETag",))
     response = StreamingHttpResponse(body, content_type=fetched.media_type)
     return _with_headers(response, headers, drop=("ETag", "Accept-Ranges"))
 

@@ -175,6 +175,13 @@ class Target:
         return f"{self.scheme}://{host}:{self.port}{path}"
 
 
+def parse_length(value: str | None) -> int | None:
+    """A Content-Length header's value, or None if it is missing or not plain ASCII digits
+    (headers are decoded as latin-1, where `isdigit()` alone accepts "²")."""
+    value = (value or "").strip()
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
 class Response:
     """A streamed response: `read(n)` never waits past the read timeout or the deadline."""
 
@@ -189,10 +196,7 @@ class Response:
 
     @property
     def content_length(self) -> int | None:
-        value = self.header("Content-Length")
-        if value is None or not value.strip().isdigit():
-            return None
-        return int(value)
+        return parse_length(self.header("Content-Length"))
 
     def read(self, amount: int) -> bytes:
         self.deadline.check()

@@ -236,8 +236,8 @@ class StreamedRemote:
     the fetch, and the answer is cut short: its last byte is held back until the whole has been
     received and checked. (An origin could send a truncated copy of quarantined content under a
     true length: that no hash can catch, streamed or not.) The size cap applies to the declared
-    length before a byte is read. At the end the hash is checked, and the media is recorded with
-    the type its head told.
+    length before a byte is read. At the end the hash and the pixels are checked again before the
+    last byte goes out, and the media is recorded with the type its head told.
 
     `store_soon()` receives in a thread of its own into a temp file, which the answer (`tail()`)
     reads behind it: a slow client does not slow the fetch, and the waiters are released once
@@ -356,7 +356,7 @@ def _store_in_thread(pending: "FetchedRemote | StreamedRemote", then: Callable[[
         except Exception:
             logger.exception("Storing fetched remote media %s/%s failed", pending.server_name, pending.media_id)
             return
-        if then is not None:
+        if then is not None and not media.is_quarantined:
             try:
                 then(media)
             except Exception:
@@ -506,11 +506,13 @@ def _checked(server_name: str, media_id: str, received: Received, filename: str 
              media_type: str | None = None) -> FetchedRemote:
     """What the received bytes are, from the bytes (the remote's Content-Type is never trusted,
     as for uploads), and whether they may be kept; the temp file is discarded if not. A
-    `media_type` already decided from the head (with the pixels) is not decided again."""
+    `media_type` already decided from the head is not decided again (libmagic over the whole
+    file is the slow part); the pixels are checked again all the same, which for the types a
+    head decides reads only their header."""
     try:
         if media_type is None:
             media_type = sniffing.detect_media_type(received.path)
-            sniffing.check_pixels(received.path, media_type, max_pixels=media_settings.MAX_IMAGE_PIXELS)
+        sniffing.check_pixels(received.path, media_type, max_pixels=media_settings.MAX_IMAGE_PIXELS)
         quarantined = selectors.content_quarantined(sha256=received.sha256)
     except BaseException:
         received.discard()
@@ -597,7 +599,7 @@ def _open(target: client.Target, server_name: str, media_id: str, deadline: clie
             _metadata, part = multipart.read_media_response(response, response.header("Content-Type"))
             location = part.headers.get("location")
             if not location:
-                return _Body(part.stream, _length(part.headers.get("content-length")),
+                return _Body(part.stream, client.parse_length(part.headers.get("content-length")),
                              _filename(part.headers.get("content-disposition")), response)
         else:
             errcode = _errcode(response)
@@ -609,25 +611,23 @@ def _open(target: client.Target, server_name: str, media_id: str, deadline: clie
         raise
     response.close()
     if location:
-        return _plain_body(client.get_url(location, deadline=deadline))
+        # Wherever the bytes are kept (a CDN, a bucket): its error bodies are not Matrix's.
+        return _plain_body(client.get_url(location, deadline=deadline), matrix_errors=False)
     legacy = (f"/_matrix/media/v3/{kind}/{server_name}/{media_id}?"
               + (f"{query}&" if query else "") + "allow_remote=false&allow_redirect=true")
     return _plain_body(client.request("GET", target, legacy, deadline=deadline, follow_redirects=True))
 
 
-def _plain_body(response: client.Response) -> _Body:
+def _plain_body(response: client.Response, *, matrix_errors: bool = True) -> _Body:
     try:
         if response.status != 200:
-            _raise_for(response.status, _errcode(response))
+            _raise_for(response.status, _errcode(response) if matrix_errors else None)
     except BaseException:
         response.close()
         raise
     response.deadline.answered()
     return _Body(response, response.content_length, _filename(response.header("Content-Disposition")), response)
 
-
-def _length(value: str | None) -> int | None:
-    return int(value) if value is not None and value.strip().isdigit() else None
 
 
 def _errcode(response: client.Response) -> str | None:

@@ -190,6 +190,7 @@ def _quarantine_content(media: Media, *, moderator, reason: str) -> int:
         if not blob.quarantined:
             Blob.objects.filter(pk=blob.pk).update(quarantined=True)
         QuarantinedContent.objects.get_or_create(sha256=blob.sha256, defaults={"quarantined_by": moderator, "size": blob.size})
+        _record_quarantined_size(blob)
         for twin in twins:
             if twin.status != MediaStatus.STORED:
                 continue
@@ -253,6 +254,7 @@ def media_quarantine_on_arrival(*, media: Media, blob: Blob) -> Media:
     if not blob.quarantined:
         Blob.objects.filter(pk=blob.pk).update(quarantined=True)
         blob.quarantined = True
+    _record_quarantined_size(blob)
     if media.status == MediaStatus.STORED:
         transition(media, MediaStatus.QUARANTINED, actor=Actor.SYSTEM)
         events.emit(
@@ -262,6 +264,12 @@ def media_quarantine_on_arrival(*, media: Media, blob: Blob) -> Media:
             server_name=media.server_name,
         )
     return media
+
+
+def _record_quarantined_size(blob: Blob) -> None:
+    # A row recorded before sizes were (its bytes gone by then) learns its size when the bytes
+    # come back; until then it keeps every first fetch of remote media from being streamed.
+    QuarantinedContent.objects.filter(sha256=blob.sha256, size__isnull=True).update(size=blob.size)
 
 
 def content_is_quarantined(*, sha256: str) -> bool:

@@ -14,7 +14,8 @@ IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
 # Types libmagic names from a fixed signature at the start of the bytes (and the container
 # header right after it), so the first few hundred KiB name them as the whole file would.
 # Text and unknown bytes are not among them: whether bytes are text depends on all of them.
-HEAD_DECIDED_TYPES = IMAGE_TYPES | {
+# Nor is GIF: every frame, anywhere in the file, is held to the pixel limit (image_ops.probe).
+HEAD_DECIDED_TYPES = (IMAGE_TYPES - {"image/gif"}) | {
     "video/mp4", "video/webm", "video/quicktime", "video/x-matroska", "video/ogg",
     "audio/ogg", "audio/mpeg", "audio/flac", "audio/x-wav", "audio/mp4", "application/pdf",
 }

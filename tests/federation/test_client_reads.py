@@ -45,3 +45,10 @@ def test_a_body_that_is_all_there_is_read_in_large_pieces():
     body = _Body(data)
     assert _read_all(body, len(data)) == data
     assert max(body.asked) == client.MAX_READ_BYTES and len(body.asked) < 16
+
+
+def test_a_length_is_plain_ascii_digits_or_none():
+    assert client.parse_length(" 1234 ") == 1234
+    # Headers are decoded as latin-1: "\xb2" is a digit to str.isdigit(), and not to int().
+    assert client.parse_length("\xb2") is None
+    assert client.parse_length("-1") is None and client.parse_length("") is None and client.parse_length(None) is None

@@ -265,6 +265,15 @@ def test_federation_answer_with_location_is_followed(remote, alice_client):
     assert remote.count(plain) == 1
 
 
+def test_an_error_body_where_a_location_points_is_not_read_as_a_matrix_error(remote, alice_client):
+    # A bucket or CDN answering 400 with a body that happens to say M_TOO_LARGE: the fetch
+    # failed, it did not find media too large (which would send thumbnails to the origin's).
+    elsewhere = remote.on(new_id(), "json", 400, {"errcode": "M_TOO_LARGE", "error": "not Matrix"})
+    media_id = remote.on(new_id(), "federation_location", f"{remote.url}/files/{elsewhere}")
+    response = get(alice_client, "origin.test", media_id)
+    assert response.status_code == 502 and response.json()["code"] == "REMOTE_FETCH_FAILED"
+
+
 def test_remote_bytes_per_user_are_rate_limited_with_retry_after(remote, alice_client, settings):
     from media_app.federation import ratelimit
 

@@ -195,5 +195,67 @@ def test_a_client_gone_before_reading_still_leaves_the_media_stored(streaming, a
     head_id = streaming.on(new_id(), "bytes", data, "image/png")
     response = alice_client.head(url(head_id))
     assert response.status_code == 200 and response["Content-Length"] == str(len(data))
-    assert Media.objects.filter(media_id=head_id, status="stored").exists()
+    media = Media.objects.get(media_id=head_id, status="stored")
+    assert response["ETag"] == f'"{media.blob.sha256}"'  # answered as the stored media
     assert streaming.count(head_id) == 1
+
+
+def _gif_with_a_huge_frame_far_in() -> bytes:
+    """A 100x100 GIF whose first frame is 1x1 and whose second, after 600 KB of comment, is
+    20000x20000: its first 256 KiB are within the pixel limit, the whole is not
+    (image_ops.probe holds every frame to it)."""
+    def frame(side: int) -> bytes:
+        return (b"\x2c" + (0).to_bytes(2, "little") * 2 + side.to_bytes(2, "little") * 2 + b"\x00"
+                + b"\x02\x02\x44\x01\x00")
+
+    comment = b"\x21\xfe" + b"".join(b"\xff" + b"c" * 255 for _ in range(600_000 // 256)) + b"\x00"
+    return (b"GIF89a" + (100).to_bytes(2, "little") * 2 + b"\x80\x00\x00" + b"\x00\x00\x00\xff\xff\xff"
+            + frame(1) + comment + frame(20000) + b"\x3b")
+
+
+def test_a_gif_is_checked_whole_so_a_frame_over_the_pixel_limit_far_in_is_refused(streaming, alice_client):
+    data = _gif_with_a_huge_frame_far_in()
+    assert STREAM_FROM < len(data) < (1 << 20)
+    response = get(alice_client, "origin.test", streaming.on(new_id(), "bytes", data, "image/gif"))
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "MEDIA_TOO_MANY_PIXELS"
+
+
+def test_content_quarantined_while_it_streams_is_cut_short_and_recorded_quarantined(streaming, alice_client):
+    data = noisy_png(400)
+    media_id, gate, _sent = gated(streaming, data)
+    response = alice_client.get(url(media_id))
+    assert response.status_code == 200 and "ETag" not in response
+    chunks = iter(response.streaming_content)
+    assert data.startswith(next(chunks))
+    QuarantinedContent.objects.create(sha256=hashlib.sha256(data).hexdigest(), size=len(data))  # meanwhile
+    gate.set()
+    with pytest.raises(errors.RemoteFetchFailed):
+        b"".join(chunks)  # everything but the last byte: the answer is cut short
+    response.close()
+    assert Media.objects.get(media_id=media_id).status == "quarantined"
+    assert get(alice_client, "origin.test", media_id).json()["code"] == "MEDIA_QUARANTINED"
+
+
+def test_a_head_is_answered_once_the_fetch_has_ended_so_a_failed_one_is_an_error(streaming, alice_client):
+    data = noisy_png(300)
+    media_id, gate, _sent = gated(streaming, data, declared=len(data) + 5000)
+    gate.set()
+    response = alice_client.head(url(media_id))
+    assert response.status_code == 502
+    assert not Media.objects.filter(media_id=media_id).exists()
+
+
+def test_pixels_are_checked_on_the_whole_before_the_last_byte_goes_out(streaming, alice_client, monkeypatch):
+    from media_app.services import sniffing
+
+    # Were a head ever to pass an image that the whole breaks the limit with (as a GIF's would,
+    # were GIFs streamed), the answer is cut short rather than completed.
+    monkeypatch.setattr(sniffing, "HEAD_DECIDED_TYPES", sniffing.HEAD_DECIDED_TYPES | {"image/gif"})
+    media_id = streaming.on(new_id(), "bytes", _gif_with_a_huge_frame_far_in(), "image/gif")
+    response = alice_client.get(url(media_id))
+    assert response.status_code == 200 and "ETag" not in response
+    with pytest.raises(errors.RemoteFetchFailed):
+        b"".join(response.streaming_content)
+    response.close()
+    assert not Media.objects.filter(media_id=media_id).exists()

@@ -267,3 +267,14 @@ def test_no_cached_copy_outlives_a_quarantine(alice_client, mod1):
     revalidated = alice_client.get(download_url(mxc), HTTP_IF_NONE_MATCH=etag)
     assert revalidated.status_code == 404 and revalidated.json()["code"] == "MEDIA_QUARANTINED"
     assert alice_client.get(thumb_url(mxc), HTTP_IF_NONE_MATCH=thumb["ETag"]).status_code == 404
+
+
+def test_quarantined_content_of_unknown_size_learns_it_when_the_bytes_come_back(alice_client):
+    import hashlib
+
+    from tests.conftest import upload
+
+    data = b"known bad bytes, reclaimed long ago"
+    QuarantinedContent.objects.create(sha256=hashlib.sha256(data).hexdigest())  # recorded before sizes were
+    upload(alice_client, data)
+    assert QuarantinedContent.objects.get().size == len(data)
