@@ -629,7 +629,6 @@ def _plain_body(response: client.Response, *, matrix_errors: bool = True) -> _Bo
     return _Body(response, response.content_length, _filename(response.header("Content-Disposition")), response)
 
 
-
 def _errcode(response: client.Response) -> str | None:
     try:
         body = json.loads(response.read_all(MAX_ERROR_BODY_BYTES))

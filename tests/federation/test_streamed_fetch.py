@@ -259,3 +259,12 @@ def test_pixels_are_checked_on_the_whole_before_the_last_byte_goes_out(streaming
         b"".join(response.streaming_content)
     response.close()
     assert not Media.objects.filter(media_id=media_id).exists()
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+def test_the_first_fetch_is_answered_whole_whatever_range_was_asked(streaming, alice_client, streamed):
+    data = noisy_png(300) if streamed else b"plain words, " * 20_000
+    response = alice_client.get(url(streaming.on(new_id(), "bytes", data, "image/png")), HTTP_RANGE="bytes=0-9")
+    assert response.status_code == 200 and "Accept-Ranges" not in response
+    assert ("ETag" not in response) is streamed
+    assert body_of(response) == data
