@@ -223,13 +223,14 @@ def _quarantined_size_sql(vendor: str) -> str:
     q = _Sql()
     size = q.col('q', QuarantinedContent, 'size')
     return (
-        f"SELECT 1 FROM {q.table(QuarantinedContent, 'q')} WHERE {size} = %s OR {size} IS NULL "
+        f"SELECT 1 FROM {q.table(QuarantinedContent, 'q')} WHERE {size} BETWEEN %s AND %s OR {size} IS NULL "
         f"UNION ALL SELECT 1 FROM {q.table(Blob, 'b')} "
-        f"WHERE {q.col('b', Blob, 'size')} = %s AND {q.col('b', Blob, 'quarantined')} LIMIT 1"
+        f"WHERE {q.col('b', Blob, 'size')} BETWEEN %s AND %s AND {q.col('b', Blob, 'quarantined')} LIMIT 1"
     )
 
 
-def quarantined_content_of_size(*, size: int) -> bool:
+def quarantined_content_of_size(*, low: int, high: int) -> bool:
     """Whether any content under hash-level quarantine is (or, for a row of unknown size, may
-    be) `size` bytes long: bytes of any other length cannot be quarantined content."""
-    return _fetchone(connections[DEFAULT_DB_ALIAS], _quarantined_size_sql, [size, size]) is not None
+    be) between `low` and `high` bytes long: bytes of any other length cannot be quarantined
+    content."""
+    return _fetchone(connections[DEFAULT_DB_ALIAS], _quarantined_size_sql, [low, high, low, high]) is not None

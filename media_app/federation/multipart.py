@@ -34,11 +34,18 @@ def boundary_of(content_type: str | None) -> str:
 class _Buffer:
     def __init__(self, source):
         self.source, self.buf, self.eof = source, b"\r\n", False  # CRLF: the first delimiter may open the body
+        self.received = 0
+
+    @property
+    def position(self) -> int:
+        """How many bytes of the body lie before the first one still buffered."""
+        return self.received - len(self.buf)  # the CRLF put in front is read before any byte
 
     def fill(self) -> None:
         chunk = self.source.read(FILL_BYTES)
         if chunk:
             self.buf += chunk
+            self.received += len(chunk)
         else:
             self.eof = True
 
@@ -82,8 +89,10 @@ class _PartStream:
 
 
 class Part:
-    def __init__(self, headers: dict, stream):
-        self.headers, self.stream = headers, stream
+    """`offset`: where its bytes start in the body; `closing`: the delimiter that ends the body."""
+
+    def __init__(self, headers: dict, stream, offset: int = 0, closing: bytes = b""):
+        self.headers, self.stream, self.offset, self.closing = headers, stream, offset, closing
 
 
 def _headers(buffer: _Buffer) -> dict:
@@ -117,7 +126,8 @@ def read_media_response(stream, content_type: str | None) -> tuple[dict, Part]:
     tail = buffer.read_until(b"\r\n", MAX_HEADER_BYTES)
     if tail.startswith(b"--"):
         raise MultipartError("no media part")
-    return metadata, Part(_headers(buffer), _PartStream(buffer, delimiter))
+    headers = _headers(buffer)
+    return metadata, Part(headers, _PartStream(buffer, delimiter), buffer.position, delimiter + b"--\r\n")
 
 
 def new_boundary() -> str:

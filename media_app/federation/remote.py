@@ -228,6 +228,11 @@ class StreamedRemote:
     """A first fetch answered to its requester while the bytes arrive: media of a declared
     length of at least STREAM_FROM_BYTES whose first HEAD_BYTES have been read.
 
+    A length inferred from a multipart answer's total (`_Body.expected`) is answered the same
+    way, but it is only a guess: the part is read to its delimiter, a part of another length is
+    cut short for this client and stored all the same, and no quarantined content may lie
+    within MULTIPART_OVERHEAD_BYTES of it.
+
     Answering before the whole is received and checked is safe because each check's outcome is
     known first. The type comes from the head, for the types whose signature decides them
     (sniffing.HEAD_DECIDED_TYPES); an image's pixel count from the header in the head. Content
@@ -250,7 +255,7 @@ class StreamedRemote:
     def __init__(self, *, server_name: str, media_id: str, body: "_Body", media_type: str):
         self.server_name, self.media_id, self.media_type = server_name, media_id, media_type
         self.filename = body.filename
-        self.size = body.length
+        self.size = body.length if body.length is not None else body.expected
         self.flight: singleflight.Flight | None = None
         self.slot: str | None = None  # the origin slot, released when the receive ends
         self._body = body
@@ -278,7 +283,9 @@ class StreamedRemote:
                 # The type told by the head is the one answered, and so the one recorded.
                 fetched = _checked(self.server_name, self.media_id, received, self._body.filename,
                                    media_type=self.media_type)
-            self._whole = not fetched.quarantined  # quarantined since the fetch began: cut short
+            # Cut short: content quarantined since the fetch began, or a length inferred from the
+            # framing that the part did not have (the media is stored all the same).
+            self._whole = received.size == self.size and not fetched.quarantined
         finally:
             self._body.close()
             with self._changed:
@@ -301,7 +308,7 @@ class StreamedRemote:
         return _Tail(self, os.open(self._receiver.path, os.O_RDONLY))
 
     def _sendable(self) -> int:
-        return self._written if self._whole else min(self._written, self.size - 1)
+        return min(self._written, self.size if self._whole else self.size - 1)
 
     def _chunks(self, fd: int):
         sent = 0
@@ -479,10 +486,13 @@ def _fetch(server_name: str, media_id: str, deadline: client.Deadline, *,
 def _streamed(server_name: str, media_id: str, body: "_Body") -> StreamedRemote | None:
     """A StreamedRemote for this answer when every check can be decided before the bytes are all
     here (see StreamedRemote); else None, with the body as it was."""
-    length = body.length
+    length = body.length if body.length is not None else body.expected
     if length is None or not STREAM_FROM_BYTES <= length <= media_settings.MAX_UPLOAD_SIZE_BYTES:
         return None
-    if selectors.quarantined_content_of_size(size=length):
+    # An inferred length may be off by what the framing holds beyond what was assumed: no
+    # quarantined content may be near it either.
+    slack = 0 if body.length is not None else MULTIPART_OVERHEAD_BYTES
+    if selectors.quarantined_content_of_size(low=length - slack, high=length + slack):
         return None
     head = _read_up_to(body.stream, HEAD_BYTES)
     body.unread(head)
@@ -553,9 +563,13 @@ class _Body:
     """An origin's answer, open at the first byte of the media."""
 
     stream: object  # read(n)
-    length: int | None  # the media's own length, where the origin declared it
+    length: int | None  # the media's own length, where the origin declared it (held to)
     filename: str | None
     response: client.Response
+    # Else, for a multipart answer of a declared total: the length the part has if the body
+    # ends with its closing delimiter alone, as Synapse's and this server's answers do. Only a
+    # guess: the part is read to its delimiter whatever it is.
+    expected: int | None = None
 
     def unread(self, head: bytes) -> None:
         if head:
@@ -599,8 +613,10 @@ def _open(target: client.Target, server_name: str, media_id: str, deadline: clie
             _metadata, part = multipart.read_media_response(response, response.header("Content-Type"))
             location = part.headers.get("location")
             if not location:
+                expected = None if declared is None else declared - part.offset - len(part.closing)
                 return _Body(part.stream, client.parse_length(part.headers.get("content-length")),
-                             _filename(part.headers.get("content-disposition")), response)
+                             _filename(part.headers.get("content-disposition")), response,
+                             expected=expected if expected is not None and expected >= 0 else None)
         else:
             errcode = _errcode(response)
             if not (errcode == "M_UNRECOGNIZED" and response.status in (400, 404)

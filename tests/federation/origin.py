@@ -79,7 +79,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _federation(self, behaviour, *args):
         """A multipart/mixed federation answer: the bytes inline, or a Location to follow."""
         boundary = "6d656469617369746574657374"
-        if behaviour == "federation_bytes":  # args: the bytes, and the part's declared length if any
+        # args: the bytes, the part's declared length if any, then what follows the closing
+        # delimiter (bytes), or how many of its last bytes to leave out (a number)
+        after = args[2] if behaviour == "federation_bytes" and len(args) > 2 else b""
+        if behaviour == "federation_bytes":
             length = args[1] if len(args) > 1 else None
             second = (b"Content-Type: image/png\r\n"
                       + (f"Content-Length: {length}\r\n".encode() if length is not None else b"") + b"\r\n" + args[0])
@@ -87,6 +90,7 @@ class _Handler(BaseHTTPRequestHandler):
             second = f"Location: {args[0]}\r\n\r\n".encode()
         body = (f"--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--{boundary}\r\n".encode()
                 + second + f"\r\n--{boundary}--\r\n".encode())
+        body = body + after if isinstance(after, bytes) else body[:-after]
         self.send_response(200)
         self.send_header("Content-Type", f"multipart/mixed; boundary={boundary}")
         self.send_header("Content-Length", str(len(body)))

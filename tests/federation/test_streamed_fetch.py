@@ -90,6 +90,43 @@ def test_a_multipart_part_with_its_length_is_streamed_and_one_longer_than_declar
     assert streaming.count(longer) == 1
 
 
+def test_a_part_without_its_length_is_streamed_at_the_length_its_framing_implies(streaming, alice_client):
+    # As Synapse answers: the total declared, the part's own length not; the body ends with the
+    # closing delimiter alone.
+    data = noisy_png(300)
+    media_id = streaming.on(new_id(), "federation_bytes", data)
+    response = alice_client.get(url(media_id))
+    assert response.status_code == 200 and "ETag" not in response
+    assert response["Content-Length"] == str(len(data))
+    assert body_of(response) == data
+    assert Media.objects.get(media_id=media_id).blob.sha256 == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("after, guessed", [(b"x" * 100, +100), (2, -2)])
+def test_a_part_not_of_the_length_its_framing_implied_cuts_the_answer_short_but_is_stored(
+        streaming, alice_client, after, guessed):
+    # An epilogue after the closing delimiter (the part ends before the guess), or a closing
+    # delimiter without its last CRLF (the part goes on past it).
+    data = noisy_png(300)
+    media_id = streaming.on(new_id(), "federation_bytes", data, None, after)
+    response = alice_client.get(url(media_id))
+    assert response.status_code == 200 and response["Content-Length"] == str(len(data) + guessed)
+    with pytest.raises(errors.RemoteFetchFailed):
+        b"".join(response.streaming_content)
+    response.close()
+    # Nothing was wrong with the media itself: stored, and served whole from then on.
+    assert body_of(get(alice_client, "origin.test", media_id)) == data
+    assert streaming.count(media_id) == 1
+
+
+def test_near_an_inferred_length_no_quarantined_content_may_lie_either(streaming, alice_client):
+    data = noisy_png(300)
+    QuarantinedContent.objects.create(sha256=secrets.token_hex(32), size=len(data) + 1000)
+    response = alice_client.get(url(streaming.on(new_id(), "federation_bytes", data)))
+    assert response.status_code == 200 and "ETag" in response  # checked whole
+    assert body_of(response) == data
+
+
 def test_an_origin_ending_early_cuts_the_answer_short_and_fails_the_waiters(streaming, alice_client):
     data = noisy_png(400)
     media_id, gate, _sent = gated(streaming, data, declared=len(data) + 5000)
