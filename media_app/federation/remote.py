@@ -11,8 +11,8 @@ stored copy.
 The fetch (`_fetch`): the federation endpoint, signed with X-Matrix, answering multipart/mixed
 (JSON, then the bytes or a Location); on M_UNRECOGNIZED, the legacy `/_matrix/media/v3/download`
 endpoint. The bytes go through the upload pipeline: size cap, hashing, sniffing,
-deduplication, hash-level quarantine. Media of a declared length of at least STREAM_FROM_BYTES
-is answered to the request that fetches it while it arrives (StreamedRemote).
+deduplication, hash-level quarantine. Media of a known length of at least STREAM_FROM_BYTES is
+answered to the request that fetches it while it arrives (StreamedRemote).
 """
 import contextlib
 import dataclasses
@@ -229,9 +229,12 @@ class StreamedRemote:
     length of at least STREAM_FROM_BYTES whose first HEAD_BYTES have been read.
 
     A length inferred from a multipart answer's total (`_Body.expected`) is answered the same
-    way, but it is only a guess: the part is read to its delimiter, a part of another length is
-    cut short for this client and stored all the same, and no quarantined content may lie
-    within MULTIPART_OVERHEAD_BYTES of it.
+    way, but it is only a guess: the part is read to its delimiter, and a part of another length
+    is cut short for this client and stored all the same. No quarantined content may lie within
+    MULTIPART_OVERHEAD_BYTES of the guess, and until the whole is checked the answer also stays
+    that far behind what has arrived: a part shorter than the guess by more than that (an
+    epilogue of that size after the closing delimiter, which no server software writes) never
+    reaches the client whole.
 
     Answering before the whole is received and checked is safe because each check's outcome is
     known first. The type comes from the head, for the types whose signature decides them
@@ -256,6 +259,7 @@ class StreamedRemote:
         self.server_name, self.media_id, self.media_type = server_name, media_id, media_type
         self.filename = body.filename
         self.size = body.length if body.length is not None else body.expected
+        self._exact = body.length is not None
         self.flight: singleflight.Flight | None = None
         self.slot: str | None = None  # the origin slot, released when the receive ends
         self._body = body
@@ -308,7 +312,10 @@ class StreamedRemote:
         return _Tail(self, os.open(self._receiver.path, os.O_RDONLY))
 
     def _sendable(self) -> int:
-        return min(self._written, self.size if self._whole else self.size - 1)
+        if self._whole:
+            return min(self._written, self.size)
+        limit = min(self._written, self.size - 1)
+        return limit if self._exact else max(0, min(limit, self._written - MULTIPART_OVERHEAD_BYTES))
 
     def _chunks(self, fd: int):
         sent = 0

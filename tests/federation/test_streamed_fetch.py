@@ -119,12 +119,31 @@ def test_a_part_not_of_the_length_its_framing_implied_cuts_the_answer_short_but_
     assert streaming.count(media_id) == 1
 
 
-def test_near_an_inferred_length_no_quarantined_content_may_lie_either(streaming, alice_client):
+@pytest.mark.parametrize("off", [+1000, -1000])
+def test_near_an_inferred_length_no_quarantined_content_may_lie_either(streaming, alice_client, off):
     data = noisy_png(300)
-    QuarantinedContent.objects.create(sha256=secrets.token_hex(32), size=len(data) + 1000)
+    QuarantinedContent.objects.create(sha256=secrets.token_hex(32), size=len(data) + off)
     response = alice_client.get(url(streaming.on(new_id(), "federation_bytes", data)))
     assert response.status_code == 200 and "ETag" in response  # checked whole
     assert body_of(response) == data
+
+
+def test_quarantined_content_far_short_of_an_inferred_length_never_reaches_the_client_whole(
+        streaming, alice_client):
+    # An epilogue larger than the window around the guess: the length check cannot see this
+    # content, so the answer stays that far behind what has arrived until the hash is checked.
+    data = noisy_png(300)
+    QuarantinedContent.objects.create(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    media_id = streaming.on(new_id(), "federation_bytes", data, None, b"x" * 100_000)
+    response = alice_client.get(url(media_id))
+    assert response.status_code == 200 and "ETag" not in response  # streamed at the wrong guess
+    got = bytearray()
+    with pytest.raises(errors.RemoteFetchFailed):
+        for chunk in response.streaming_content:
+            got += chunk
+    response.close()
+    assert len(got) <= len(data) - remote_media.MULTIPART_OVERHEAD_BYTES and data.startswith(bytes(got))
+    assert Media.objects.get(media_id=media_id).status == "quarantined"
 
 
 def test_an_origin_ending_early_cuts_the_answer_short_and_fails_the_waiters(streaming, alice_client):
