@@ -172,6 +172,26 @@ def test_a_large_first_fetch_is_answered_as_it_arrives_and_one_broken_off_is_cut
         assert not Media.objects.filter(media_id=media_id).exists()
 
 
+def test_a_client_leaving_a_streamed_first_fetch_early_leaves_the_media_stored(pair, make_user, make_token):
+    a, b = pair
+    in_worker = a.env["MEDIASITE_REMOTE_FETCH_IN_WORKER"] == "true"
+    data = noisy_png(900)
+    mxc = upload_to(b, data, b.token)
+    request = urllib.request.Request(f"{a.url}/_matrix/client/v1/media/download/{mxc}",
+                                     headers={"Authorization": f"Bearer {make_token(make_user('ivan'))}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200 and ("ETag" in response.headers) is in_worker  # streamed in-web
+        assert data.startswith(response.read(100_000))
+    # Gone after 100 KB: the fetch goes on, is stored, and the next request is served from it.
+    deadline = time.monotonic() + 20
+    while not Media.objects.filter(media_id=mxc.split("/")[1], status="stored").exists():
+        assert time.monotonic() < deadline, a.log()[-3000:]
+        time.sleep(0.1)
+    status, headers, body = http("GET", request.full_url, headers=dict(request.header_items()))
+    assert status == 200 and body == data and "ETag" in headers
+    assert b.log().count(f"/_matrix/federation/v1/media/download/{mxc.split('/')[1]}") == 1
+
+
 def test_a_publishes_its_key_and_b_fetched_it(pair):
     a, _b = pair
     status, _, body = http("GET", a.url + "/_matrix/key/v2/server")
