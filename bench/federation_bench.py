@@ -103,10 +103,10 @@ def request(port, method, path, token=None, body=None, conn=None):
     return response.status, data
 
 
-def timed_download(port, path, token) -> tuple[int, bytes, float, float]:
-    """(status, body, seconds to the last byte, seconds to the first byte of the body) of a GET
-    over a new connection."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+def timed_download(port, path, token, conn=None) -> tuple[int, bytes, float, float, dict]:
+    """(status, body, seconds to the last byte, seconds to the first byte of the body, headers)
+    of a GET over a new connection: to 127.0.0.1:port, or `conn` (closed after)."""
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     t = time.perf_counter()
     conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
     response = conn.getresponse()
@@ -115,7 +115,7 @@ def timed_download(port, path, token) -> tuple[int, bytes, float, float]:
     body = head + response.read()
     took = time.perf_counter() - t
     conn.close()
-    return response.status, body, took, first
+    return response.status, body, took, first, dict(response.getheaders())
 
 
 def upload(port, token, data) -> str:
@@ -233,7 +233,7 @@ def main():
             stores.append(time.perf_counter() - t)
             remote_mxc = upload(port_b, token_b, media_bytes(size, a.video))
             other = upload(port_b, token_b, media_bytes(size, a.video))
-            status, _, took, took_first = timed_download(far_b, f"/_matrix/client/v1/media/download/{other}", token_b)
+            status, _, took, took_first, _ = timed_download(far_b, f"/_matrix/client/v1/media/download/{other}", token_b)
             direct.append(took)
             direct_first_byte.append(took_first)
             assert status == 200
@@ -241,7 +241,7 @@ def main():
             status, _ = request(far_b, "GET", f"/_matrix/client/v1/media/download/{other}", token_b, conn=warm)
             direct_warm.append(time.perf_counter() - t)
             assert status == 200
-            status, body, took, took_first = timed_download(port_a, f"/_matrix/client/v1/media/download/{remote_mxc}",
+            status, body, took, took_first, _ = timed_download(port_a, f"/_matrix/client/v1/media/download/{remote_mxc}",
                                                             token_a)
             first.append(took)
             first_byte.append(took_first)

@@ -51,6 +51,18 @@ def photo() -> bytes:
     return out.getvalue()
 
 
+def stop(procs: list, synapse, proxy, tmp: Path) -> None:
+    """Stop what a run started (whatever of it had started) and remove its files."""
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=30)
+    if synapse is not None:
+        synapse.stop()
+    if proxy is not None:
+        proxy.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -128,14 +140,7 @@ def main():
             "mediasite_over_synapse": round(ms["mediasite"] / ms["synapse"], 2),
         }))
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=30)
-        if synapse is not None:
-            synapse.stop()
-        if proxy is not None:
-            proxy.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop(procs, synapse, proxy, tmp)
 
 
 if __name__ == "__main__":

@@ -19,33 +19,18 @@ Usage: bench/from_synapse_bench.py [--first 10] [--size-kb 8192]
 import argparse
 import http.client
 import json
-import shutil
 import ssl
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.federation_bench import free_port, media_bytes, start  # noqa: E402
+from bench.federation_bench import free_port, media_bytes, start, timed_download  # noqa: E402
+from bench.federation_vs_synapse import stop  # noqa: E402
 from tests.interop.synapse import SYNAPSE_FEDERATION_ON_LOOPBACK, start_synapse  # noqa: E402
 from tests.interop.tlsproxy import TlsProxy  # noqa: E402
-
-
-def download(conn: http.client.HTTPConnection, path: str, token: str) -> tuple[float, float, bytes, dict]:
-    """(ms to the first body byte, ms to the last, body, headers) of a GET on a new connection."""
-    t = time.perf_counter()
-    conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
-    response = conn.getresponse()
-    head = response.read(1)
-    first = time.perf_counter() - t
-    body = head + response.read()
-    end = time.perf_counter() - t
-    conn.close()
-    assert response.status == 200, (response.status, body[:300])
-    return first * 1000, end * 1000, body, dict(response.getheaders())
 
 
 def main():
@@ -78,12 +63,11 @@ def main():
             return json.loads(answer)["content_uri"].removeprefix("mxc://")
 
         def through_a(mxc: str):
-            conn = http.client.HTTPConnection("127.0.0.1", port_a, timeout=120)
-            return download(conn, f"/_matrix/client/v1/media/download/{mxc}", token_a)
+            return timed_download(port_a, f"/_matrix/client/v1/media/download/{mxc}", token_a)
 
         def direct(mxc: str):
             conn = http.client.HTTPSConnection("127.0.0.1", tls_s, timeout=120, context=tls)
-            return download(conn, f"/_matrix/client/v1/media/download/{mxc}", synapse.token)
+            return timed_download(None, f"/_matrix/client/v1/media/download/{mxc}", synapse.token, conn)
 
         through_a(to_synapse(media_bytes(size, True)))  # untimed: keys and connections
         times = {"direct": [], "streamed": [], "whole": []}
@@ -94,11 +78,11 @@ def main():
             files = [(label, fetch, media_bytes(size, video)) for label, fetch, video in ways]
             mxcs = [to_synapse(data) for _, _, data in files]
             for (label, fetch, data), mxc in zip(files, mxcs):
-                first, end, body, headers = fetch(mxc)
-                assert body == data
+                status, body, end, first, headers = fetch(mxc)
+                assert status == 200 and body == data, (label, status, body[:300])
                 if label != "direct":  # a streamed answer has no ETag: the hash is not known yet
                     assert ("ETag" in headers) == (label == "whole"), (label, headers)
-                times[label].append((first, end))
+                times[label].append((first * 1000, end * 1000))
         med = {label: (statistics.median(t[0] for t in v), statistics.median(t[1] for t in v))
                for label, v in times.items()}
         print(json.dumps({
@@ -109,14 +93,7 @@ def main():
             "whole_over_direct": round(med["whole"][1] / med["direct"][1], 2),
         }))
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=30)
-        if synapse is not None:
-            synapse.stop()
-        if proxy is not None:
-            proxy.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop(procs, synapse, proxy, tmp)
 
 
 if __name__ == "__main__":
