@@ -132,10 +132,12 @@ def png_bytes(width=8, height=8, mode="RGB", color=(255, 0, 0)) -> bytes:
     return buf.getvalue()
 
 
-def noisy_png(side: int) -> bytes:
-    """A PNG of random pixels: about 3 bytes per pixel, as it does not compress."""
+def noisy_png(width: int, height: int | None = None) -> bytes:
+    """A PNG of random pixels (square unless `height` is given): about 3 bytes per pixel, as it
+    does not compress."""
+    height = width if height is None else height
     buf = io.BytesIO()
-    Image.frombytes("RGB", (side, side), secrets.token_bytes(side * side * 3)).save(buf, "PNG")
+    Image.frombytes("RGB", (width, height), secrets.token_bytes(width * height * 3)).save(buf, "PNG")
     return buf.getvalue()
 
 

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 from PIL import Image
 
-from tests.conftest import _database_url, _free_port, png_bytes, start_server, stop_server, stored_media
+from tests.conftest import _database_url, _free_port, noisy_png, png_bytes, start_server, stop_server, stored_media
 from tests.interop.synapse import SYNAPSE_FEDERATION_ON_LOOPBACK, start_synapse
 from tests.interop.tlsproxy import TlsProxy
 
@@ -135,13 +135,6 @@ def test_we_fetch_synapse_media_over_signed_federation(live_world, make_user, ma
         assert image.size == (32, 32)
 
 
-def _noise_png(width: int, height: int) -> bytes:
-    """A PNG that does not compress: far over a few KiB whatever its encoder."""
-    buf = io.BytesIO()
-    Image.frombytes("RGB", (width, height), os.urandom(width * height * 3)).save(buf, "PNG")
-    return buf.getvalue()
-
-
 SMALL_CAP = 4096
 
 
@@ -180,7 +173,7 @@ def small(world, tmp_path_factory):
 
 def test_over_our_size_cap_we_take_synapse_own_thumbnail(live_world, small):
     synapse = live_world["synapse"]
-    data = _noise_png(120, 90)
+    data = noisy_png(120, 90)  # far over a few KiB whatever its encoder
     assert len(data) > SMALL_CAP
     status, _, body = http("POST", f"{synapse.url}/_matrix/media/v3/upload?filename=big.png", body=data,
                            headers={"Authorization": f"Bearer {synapse.token}", "Content-Type": "image/png"})
