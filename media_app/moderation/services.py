@@ -189,8 +189,10 @@ def _quarantine_content(media: Media, *, moderator, reason: str) -> int:
             raise errors.MediaProtected("This content is shared with protected media")
         if not blob.quarantined:
             Blob.objects.filter(pk=blob.pk).update(quarantined=True)
-        QuarantinedContent.objects.get_or_create(sha256=blob.sha256, defaults={"quarantined_by": moderator, "size": blob.size})
-        _record_quarantined_size(blob)
+        row, created = QuarantinedContent.objects.get_or_create(
+            sha256=blob.sha256, defaults={"quarantined_by": moderator, "size": blob.size})
+        if not created and row.size is None:
+            _record_quarantined_size(blob)
         for twin in twins:
             if twin.status != MediaStatus.STORED:
                 continue
