@@ -18,9 +18,14 @@ With --video, each file starts as an MP4 does (an `ftyp` box, then random bytes)
 by its first bytes, so a first fetch of 1 MiB or more is answered while it arrives. Without it,
 random bytes, which a first fetch checks whole before answering.
 
+With --relay-floor, the same direct download is also timed through nginx relaying to the origin
+(plain HTTP, unbuffered): the cheapest relay there is, with no storing, hashing or checking. A
+first fetch crosses the network twice as such a relay does, so on a machine where the network
+is loopback its ratio to the direct download is the floor for any first fetch's.
+
 Usage: bench/federation_bench.py [--seconds 5] [--rounds 3] [--size-kb 256] [--first 10] [--connections 8]
                                  [--redis redis://127.0.0.1:6379/N] [--origin-delay-ms 0] [--origin-mbit 0]
-                                 [--video]
+                                 [--video] [--relay-floor]
 """
 import argparse
 import asyncio
@@ -39,6 +44,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+sys.path.insert(0, str(ROOT))
+
+from tests.interop.tlsproxy import TlsProxy  # noqa: E402
 
 
 MP4_HEAD = bytes.fromhex("00000018") + b"ftypisom" + bytes.fromhex("00000200") + b"isomiso2"
@@ -206,6 +214,7 @@ def main():
     ap.add_argument("--origin-delay-ms", type=float, default=0, help="put the origin this far away, each way")
     ap.add_argument("--origin-mbit", type=float, default=0, help="and on a link of this many Mbit/s each way")
     ap.add_argument("--video", action="store_true", help="files that start as an MP4 does")
+    ap.add_argument("--relay-floor", action="store_true", help="also time the direct download through nginx (needs nginx)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="fedbench-"))
     port_a, port_b = free_port(), free_port()
@@ -216,11 +225,16 @@ def main():
     far = a.origin_delay_ms or a.origin_mbit
     far_b = start_delay_proxy(port_b, a.origin_delay_ms / 1000, a.origin_mbit * 125_000) if far else port_b
     a_proc, _, token_a = start("a.bench", port_a, tmp / "a", {"b.bench": f"http://127.0.0.1:{far_b}"}, workers=3, redis_url=a.redis)
+    relay = relay_port = None
     try:
+        if a.relay_floor:
+            relay_port = free_port()
+            relay = TlsProxy(tmp / "nginx", {relay_port: far_b}, tls=False)
         size = a.size_kb << 10
         # First fetch vs a direct download of a same-sized file from the origin.
         first, direct, direct_warm, stores = [], [], [], []
         first_byte, direct_first_byte = [], []
+        relayed, relayed_first_byte = [], []
         # A client already connected to the origin, as A is once it has fetched from B before.
         warm = http.client.HTTPConnection("127.0.0.1", far_b, timeout=120)
         request(far_b, "GET", "/_matrix/key/v2/server", conn=warm)
@@ -237,6 +251,12 @@ def main():
             direct.append(took)
             direct_first_byte.append(took_first)
             assert status == 200
+            if relay:
+                status, _, took, took_first, _ = timed_download(relay_port, f"/_matrix/client/v1/media/download/{other}",
+                                                                token_b)
+                relayed.append(took)
+                relayed_first_byte.append(took_first)
+                assert status == 200
             t = time.perf_counter()
             status, _ = request(far_b, "GET", f"/_matrix/client/v1/media/download/{other}", token_b, conn=warm)
             direct_warm.append(time.perf_counter() - t)
@@ -275,8 +295,17 @@ def main():
             "first_fetch_over_direct_kept_alive": round(statistics.median(first) / statistics.median(direct_warm), 2),
             "local_upload_same_size_ms_median": round(statistics.median(stores) * 1000, 1),
         }
+        if relay:
+            result.update({
+                "relayed_direct_ms_median": round(statistics.median(relayed) * 1000, 1),
+                "relayed_first_byte_ms_median": round(statistics.median(relayed_first_byte) * 1000, 1),
+                "relayed_over_direct": round(statistics.median(relayed) / statistics.median(direct), 2),
+                "first_fetch_over_relayed": round(statistics.median(first) / statistics.median(relayed), 2),
+            })
         print(json.dumps(result))
     finally:
+        if relay:
+            relay.stop()
         for proc in [*a_proc, *b]:
             proc.terminate()
             proc.wait(timeout=30)

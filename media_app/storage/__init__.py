@@ -55,11 +55,13 @@ def backend_for_new_blobs(*, thumbnail: bool = False) -> str:
 
 
 def _backend_class(django_storage) -> type[MediaBackend]:
-    # The only place that asks what kind of Django storage an alias is.
-    from storages.backends.s3 import S3Storage
-
+    # The only place that asks what kind of Django storage an alias is. django-storages' S3
+    # module is imported only when the storage is not a filesystem one: it imports boto3, which
+    # would cost a process on local disks a fraction of a second and its memory for nothing.
     if isinstance(django_storage, FileSystemStorage):
         return FileSystemBackend
+    from storages.backends.s3 import S3Storage
+
     if isinstance(django_storage, S3Storage):
         return S3Backend
     raise errors.StorageUnavailable(f"Unsupported storage backend {type(django_storage).__name__}")

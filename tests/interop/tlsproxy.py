@@ -10,18 +10,21 @@ from tests.tls import self_signed_cert
 
 class TlsProxy:
     """nginx terminating TLS on each `listen_port` and passing the request line unchanged (the
-    X-Matrix signature covers it) to `upstream_port`."""
+    X-Matrix signature covers it) to `upstream_port`. With tls=False, a plain HTTP relay (the
+    federation benchmark's floor for any relay)."""
 
-    def __init__(self, directory: Path, routes: dict[int, int]):
+    def __init__(self, directory: Path, routes: dict[int, int], *, tls: bool = True):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.cert, key = self_signed_cert(self.directory)
         d = self.directory
+        if tls:
+            self.cert, key = self_signed_cert(self.directory)
+            listen_tls = f"ssl;\n    ssl_certificate {self.cert};\n    ssl_certificate_key {key};"
+        else:
+            self.cert, listen_tls = None, ";"
         servers = "".join(f"""
   server {{
-    listen 127.0.0.1:{listen} ssl;
-    ssl_certificate {self.cert};
-    ssl_certificate_key {key};
+    listen 127.0.0.1:{listen} {listen_tls}
     client_max_body_size 0;
     location / {{
       proxy_pass http://127.0.0.1:{upstream};

@@ -2,6 +2,8 @@
 import hashlib
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from tests.conftest import body_of, download_url, upload
 from tests.storage.conftest import storages_with_s3, use_backend
 
 DATA = random.Random(3).randbytes(300_000)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def stored_bytes(alias: str, key: str) -> bytes:
@@ -150,6 +153,32 @@ def test_each_alias_gets_its_own_backend_class_once(s3):
     assert type(fs_backend).__name__ == "FileSystemBackend" and fs_backend.alias == "fs"
     assert type(s3_backend).__name__ == "S3Backend" and s3_backend.alias == "s3"
     assert storage.backend("fs") is fs_backend and storage.backend("s3") is s3_backend
+
+
+def test_a_process_on_local_disks_never_imports_boto3(tmp_path):
+    """boto3 costs each web process a tenth of a second and megabytes of memory to import; a
+    process that stores on the filesystem stores, reads and deletes a blob without it."""
+    script = """
+import sys, django
+django.setup()
+from media_app import storage
+store = storage.backend(storage.backend_for_new_blobs())
+source = sys.argv[1]
+open(source, "wb").write(b"bytes")
+store.put("ab/cd/key", source)
+assert store.open("ab/cd/key").read() == b"bytes"
+store.delete("ab/cd/key")
+print(type(store).__name__, sorted(m for m in ("boto3", "botocore", "storages.backends.s3") if m in sys.modules))
+"""
+    # An operator who stores on local disks configures no bucket (CI's environment has one).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MEDIASITE_", "REDIS_"))}
+    env = {**env, "DJANGO_SETTINGS_MODULE": "mediasite.settings.production",
+           "MEDIASITE_DATA_DIR": str(tmp_path), "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+           "MEDIASITE_STORAGE": "fs", "MEDIASITE_THUMBNAIL_STORAGE": "fs", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "source")], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split("\n")[-2] == "FileSystemBackend []"
 
 
 @pytest.mark.django_db
