@@ -51,8 +51,9 @@ class ModerationRequestAdmin(ReadOnlyAdmin):
     @admin.display(description="requested by")
     def requested_by_name(self, obj):
         if obj.requested_by_id is None:
-            return "system"
-        return obj.requested_by.get_username()
+            return "retention" if obj.retention else "system"
+        name = obj.requested_by.get_username()
+        return f"{name} (retention run)" if obj.retention else name
 
     @admin.display(description="targets")
     def target_list(self, obj):

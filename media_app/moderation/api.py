@@ -2,12 +2,15 @@
 (`/_synapse/admin/v1/…`, staff only), in Synapse's JSON shapes. Quarantine and protection act at
 once; deletions and releases are requests for a second moderator and answer 202 with the
 request's ID."""
+from datetime import datetime, timezone
+
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
 from ..api.endpoint import Access, Endpoint, json_response, read_json
 from ..api.schema import EMPTY_OBJECT, MEDIA_ID, SERVER_NAME, endpoint_schema
 from ..conf import media_settings
+from ..retention.services import remote_cache_purge
 from .. import errors
 from . import selectors, services
 
@@ -344,3 +347,23 @@ class DeleteMediaBeforeView(ModeratorEndpoint):
         row = services.media_deletion_request(media=media, requested_by=request.user,
                                               reason=f"unused before {before_ts} (admin API)")
         return _pending(row, [m.media_id for m in media])
+
+
+class PurgeRemoteCacheView(ModeratorEndpoint):
+    @endpoint_schema(
+        summary="Purge the remote media cache",
+        description="Remote media (and its thumbnails) not accessed since `before_ts` is removed at "
+        "once, as retention would: it is only a cache, fetched again from its origin when asked for. "
+        "Quarantined, protected and reported media stays. Needs no sign-off.",
+        parameters=[OpenApiParameter("before_ts", {"type": "integer", "minimum": 0, "maximum": MAX_TS_MS},
+                                     required=True, description="In ms since the epoch")],
+        request=None,
+        responses={200: inline_serializer("SynapsePurgedCache", {
+            "deleted": serializers.IntegerField(help_text="Remote media purged"),
+        })},
+        errors=[errors.InvalidParam],
+    )
+    def post(self, request):
+        before_ts = _int_param(request, "before_ts", maximum=MAX_TS_MS)
+        before = datetime.fromtimestamp(before_ts / 1000, tz=timezone.utc)
+        return {"deleted": remote_cache_purge(before=before)}

@@ -28,10 +28,13 @@ class ModerationRequest(models.Model):
 
     action = models.CharField(max_length=32, choices=ModerationAction.choices)
     targets = models.JSONField(default=list)
-    # Null when the system proposed it (retention); any staff member may then decide.
+    # Null when the system proposed it (scheduled retention); any staff member may then decide.
+    # A retention run started by hand (the admin's "run now") names the superuser who started it.
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # A deletion proposed by retention: when approved, media protected since is kept.
+    retention = models.BooleanField(default=False)
     reason = EncryptedTextField(blank=True, default="")
     status = models.CharField(max_length=16, choices=RequestStatus.choices, default=RequestStatus.PENDING)
     decided_by = models.ForeignKey(

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from .. import errors, events, ratelimit
 from ..conf import media_settings
-from ..models import Blob, Media, MediaOrigin, MediaStatus, Thumbnail
+from ..models import Blob, Media, MediaEvent, MediaOrigin, MediaStatus, Thumbnail
 from ..services import identifiers
 from ..services.gc import blob_collect
 from ..state import Actor, IllegalTransition, transition
@@ -36,17 +36,20 @@ MAX_REASON_CHARS = 2000
 
 # --- requests ------------------------------------------------------------------------------
 
-def moderation_request_create(*, action: str, targets: list[str], requested_by, reason: str = "") -> ModerationRequest:
+def moderation_request_create(*, action: str, targets: list[str], requested_by, reason: str = "",
+                              retention: bool = False) -> ModerationRequest:
     """Queue an irreversible step for a second person's sign-off.
 
     `targets`: mxc URIs (`mxc://server/id`) for media actions, server names for BLOCK_SERVER.
-    `requested_by`: the user asking, or None when the system proposes it (retention).
+    `requested_by`: the user asking, or None when the system proposes it (scheduled retention).
+    `retention`: a deletion proposed by retention (see _execute_delete).
     """
     if action not in ModerationAction.values:
         raise ValueError(f"Unknown moderation action {action!r}")
     with transaction.atomic():
         request = ModerationRequest.objects.create(
-            action=action, targets=list(targets), requested_by=requested_by, reason=reason or ""
+            action=action, targets=list(targets), requested_by=requested_by, reason=reason or "",
+            retention=retention,
         )
         if action == ModerationAction.BLOCK_SERVER:
             for name in targets:
@@ -139,6 +142,11 @@ def media_report(*, server_name: str, media_id: str, reporter, reason) -> Modera
     ratelimit.hit(rule=media_settings.REPORT_RATE_LIMIT, scope="media-report", key=str(reporter.pk),
                   message="Too many reports; try again later")
     with transaction.atomic():
+        # Under the row's lock, which a retention purge takes too: either the purge sees this
+        # report and keeps the media for its review, or the report finds the media gone.
+        media = Media.objects.select_for_update().filter(pk=media.pk).first()
+        if media is None or media.status in (MediaStatus.PENDING, MediaStatus.DELETED):
+            raise errors.MediaNotFound()
         request = moderation_request_create(
             action=ModerationAction.REVIEW_REPORT, targets=[media.content_uri], requested_by=reporter, reason=reason
         )
@@ -183,6 +191,13 @@ def _quarantine_content(media: Media, *, moderator, reason: str) -> int:
         if blob is None:
             raise errors.MediaNotFound()
         twins = list(Media.objects.filter(blob=blob).exclude(status=MediaStatus.DELETED))
+        if not twins:
+            # Every media of these bytes went meanwhile (a retention purge, a deletion), and the
+            # blob is on its way out: the hash is banned, the blob left to be collected (a
+            # flagged blob would never be).
+            QuarantinedContent.objects.get_or_create(
+                sha256=blob.sha256, defaults={"quarantined_by": moderator, "size": blob.size})
+            return 0
         if any(twin.protected for twin in twins):
             # The same bytes are protected under another ID: quarantining the content would
             # hide the protected media too.
@@ -310,6 +325,11 @@ def _execute_delete(request: ModerationRequest, moderator, outcome: _Outcome) ->
             outcome.skipped.append(uri)
             continue
         blob = Blob.objects.select_for_update().filter(pk=media.blob_id).first() if media.blob_id else None
+        # Protection is an explicit keep, which retention never proposes: media protected since
+        # the proposal stays (read under the content's lock, which media_protect takes).
+        if request.retention and Media.objects.filter(pk=media.pk, protected=True).exists():
+            outcome.skipped.append(uri)
+            continue
         try:
             transition(media, MediaStatus.DELETED, actor=Actor.MODERATOR, signed_off=True, blob=None)
         except IllegalTransition:
@@ -330,10 +350,20 @@ def _execute_delete(request: ModerationRequest, moderator, outcome: _Outcome) ->
 def _execute_release(request: ModerationRequest, moderator, outcome: _Outcome) -> None:
     for uri in request.targets:
         media = _media_for_uri(uri)
-        if media is None or media.status != MediaStatus.QUARANTINED or media.blob_id is None:
+        blob = None
+        if media is not None and media.blob_id is not None:
+            # The content's lock first, then the media's status: a deletion approved meanwhile
+            # (which takes the same lock) is seen, and its ban on the hash is kept.
+            blob = Blob.objects.select_for_update().filter(pk=media.blob_id).first()
+            media.refresh_from_db(fields=["status", "blob"])
+        if blob is None or media.status != MediaStatus.QUARANTINED or media.blob_id != blob.pk:
             outcome.skipped.append(uri)
             continue
-        blob = Blob.objects.select_for_update().get(pk=media.blob_id)
+        if _quarantined_since(media, request.created_ts):
+            # Released and quarantined again after this request was made: it was about another
+            # quarantine, and this one has had nobody's review.
+            outcome.skipped.append(uri)
+            continue
         Blob.objects.filter(pk=blob.pk).update(quarantined=False)
         QuarantinedContent.objects.filter(sha256=blob.sha256).delete()
         for twin in Media.objects.filter(blob=blob, status=MediaStatus.QUARANTINED):
@@ -346,6 +376,11 @@ def _execute_release(request: ModerationRequest, moderator, outcome: _Outcome) -
                 server_name=twin.server_name, actor=moderator,
             )
         outcome.done.append(uri)
+
+
+def _quarantined_since(media: Media, when) -> bool:
+    return MediaEvent.objects.filter(event_type=events.QUARANTINED, server_name=media.server_name,
+                                     media_id=media.media_id, created_ts__gt=when).exists()
 
 
 def _execute_block(request: ModerationRequest, moderator, outcome: _Outcome) -> None:

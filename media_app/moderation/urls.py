@@ -13,6 +13,7 @@ urlpatterns = [
     path(f"{_ADMIN}media/protect/<str:media_id>", api.ProtectMediaView.as_view()),
     path(f"{_ADMIN}media/unprotect/<str:media_id>", api.UnprotectMediaView.as_view()),
     path(f"{_ADMIN}media/delete", api.DeleteMediaBeforeView.as_view()),
+    path(f"{_ADMIN}purge_media_cache", api.PurgeRemoteCacheView.as_view()),
     path(f"{_ADMIN}media/{_MEDIA}", api.MediaAdminView.as_view()),
     path(f"{_ADMIN}user/<str:user_id>/media/quarantine", api.UserMediaQuarantineView.as_view()),
     path(f"{_ADMIN}users/<str:user_id>/media", api.UserMediaListView.as_view()),

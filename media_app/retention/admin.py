@@ -30,12 +30,13 @@ class PurgeAdmin(admin.ModelAdmin):
                                   local_before=cutoffs.get("local_before"))
         if request.method == "POST" and form.is_valid():
             if not request.user.is_superuser:
-                    raise PermissionDenied
+                raise PermissionDenied
             from .tasks import run_retention
 
             run_retention.delay(
                 remote_before=policy.remote_before.isoformat() if cutoffs.get("remote_before") else None,
                 local_before=policy.local_created_before.isoformat() if cutoffs.get("local_before") else None,
+                requested_by_id=request.user.pk,
             )
             messages.success(request, "The purge was handed to a worker; the event log shows each media.purged.")
             return HttpResponseRedirect(request.get_full_path())

@@ -11,7 +11,9 @@ doomed blobs, which the next run removes first: a rerun finishes the work and re
 `retention_preview` computes the same sets with queries and no writes, so an operator sees counts
 and bytes per kind before anything is deleted, and the run frees exactly those bytes when nothing
 changed in between. Quarantined and protected media are never candidates: quarantine is a
-moderator's decision about content that must stay on record, protection an explicit keep.
+moderator's decision about content that must stay on record, protection an explicit keep. Nor is
+media a user reported until a moderator has decided on the report: approving it must find the
+content to quarantine.
 """
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -117,11 +119,34 @@ def _unused_since(before: datetime) -> Q:
     return Q(last_access_ts__lt=before) | Q(last_access_ts__isnull=True, created_ts__lt=before)
 
 
-def _remote_q(before: datetime | None) -> Q:
+def _split_uri(uri: str) -> tuple[str, str]:
+    server_name, _, media_id = uri.removeprefix("mxc://").partition("/")
+    return server_name, media_id
+
+
+def _under_review(uris: set[str] | None = None) -> Q:
+    """Media a user reported and no moderator has decided on yet (of `uris`, or all): kept, so
+    that approving the report quarantines the content rather than finding it gone. The review
+    queue is short; its targets are read in chunks all the same."""
+    named = set()
+    pending = ModerationRequest.objects.filter(action=ModerationAction.REVIEW_REPORT, status=RequestStatus.PENDING)
+    for targets in pending.values_list("targets", flat=True).iterator(chunk_size=200):
+        named.update(targets if uris is None else uris.intersection(targets))
+    if not named:
+        return _NOTHING
+    pks = []
+    pairs = sorted(_split_uri(uri) for uri in named)
+    for start in range(0, len(pairs), 200):
+        which = reduce(or_, (Q(server_name=server, media_id=media_id) for server, media_id in pairs[start:start + 200]))
+        pks += Media.objects.filter(which).values_list("pk", flat=True)
+    return Q(pk__in=pks)
+
+
+def _remote_q(before: datetime | None, *, under_review: Q = _NOTHING) -> Q:
     if before is None:
         return _NOTHING
-    return Q(origin=MediaOrigin.REMOTE, status=MediaStatus.STORED, protected=False,
-             blob__isnull=False, blob__quarantined=False) & _unused_since(before)
+    return (Q(origin=MediaOrigin.REMOTE, status=MediaStatus.STORED, protected=False,
+              blob__isnull=False, blob__quarantined=False) & _unused_since(before) & ~under_review)
 
 
 def _thumbnail_q(before: datetime | None) -> Q:
@@ -139,7 +164,7 @@ def _reservations_q(now: datetime) -> Q:
     return Q(status=MediaStatus.PENDING, origin=MediaOrigin.LOCAL, unused_expires_at__lte=now)
 
 
-def _local_q(policy: RetentionPolicy) -> Q | None:
+def _local_q(policy: RetentionPolicy, *, under_review: Q = _NOTHING) -> Q | None:
     clauses = []
     if policy.local_created_before is not None:
         clauses.append(Q(created_ts__lt=policy.local_created_before))
@@ -147,8 +172,8 @@ def _local_q(policy: RetentionPolicy) -> Q | None:
         clauses.append(_unused_since(policy.local_idle_before))
     if not clauses:
         return None
-    return Q(origin=MediaOrigin.LOCAL, status=MediaStatus.STORED, protected=False,
-             blob__isnull=False, blob__quarantined=False) & reduce(or_, clauses)
+    return (Q(origin=MediaOrigin.LOCAL, status=MediaStatus.STORED, protected=False,
+              blob__isnull=False, blob__quarantined=False) & reduce(or_, clauses) & ~under_review)
 
 
 def _unreferenced_q() -> Q:
@@ -190,7 +215,7 @@ def retention_preview(*, policy: RetentionPolicy) -> RetentionReport:
 
     report[Kind.RESERVATIONS].count = Media.objects.filter(_reservations_q(policy.now)).count()
 
-    remote_q = _remote_q(policy.remote_before)
+    remote_q = _remote_q(policy.remote_before, under_review=_under_review())
     remote = Media.objects.filter(remote_q)
     # Sources whose every media row is a remote candidate: they lose all their media.
     freed_sources = (Blob.objects.filter(Exists(remote.filter(blob=OuterRef("pk"))))
@@ -264,8 +289,17 @@ def remote_media_purge(*, before: datetime, media_totals: Totals, thumbnail_tota
     q = _remote_q(before)
     for pks in _batches(Media.objects.filter(q), media_settings.RETENTION_BATCH_SIZE):
         with transaction.atomic():
+            # The blobs' locks before the media's, in the order a quarantine takes them (content,
+            # then its media): the two cannot deadlock.
+            blob_ids = Media.objects.filter(q, pk__in=pks).values("blob_id")
+            list(Blob.objects.select_for_update().filter(pk__in=blob_ids).order_by("pk").values_list("pk", flat=True))
             rows = list(Media.objects.select_for_update(of=("self",)).filter(q, pk__in=pks)
                         .values_list("pk", "server_name", "media_id", "blob_id"))
+            # Reported media waits for its review; a report takes the row's lock, held here now.
+            reported = _under_review({f"mxc://{server}/{media_id}" for _pk, server, media_id, _blob in rows})
+            if reported is not _NOTHING:
+                kept = set(Media.objects.filter(reported, pk__in=[row[0] for row in rows]).values_list("pk", flat=True))
+                rows = [row for row in rows if row[0] not in kept]
             ids = [row[0] for row in rows]
             moved = state.transition_many(ids, MediaStatus.STORED, MediaStatus.DELETED,
                                           actor=state.Actor.SYSTEM, origin=MediaOrigin.REMOTE)
@@ -321,8 +355,8 @@ def _already_proposed(uris: set[str]) -> set[str]:
 
 
 def _propose_local(*, policy: RetentionPolicy, totals: Totals, dry_run: bool,
-                   progress: Progress | None = None) -> None:
-    q = _local_q(policy)
+                   progress: Progress | None = None, requested_by=None) -> None:
+    q = _local_q(policy, under_review=_under_review())
     if q is None:
         return
     reasons = []
@@ -337,24 +371,25 @@ def _propose_local(*, policy: RetentionPolicy, totals: Totals, dry_run: bool,
         new = sorted(set(sizes) - _already_proposed(set(sizes)))
         if new and not dry_run:
             moderation_request_create(action=ModerationAction.DELETE_MEDIA, targets=new,
-                                      requested_by=None, reason=reason)
+                                      requested_by=requested_by, reason=reason, retention=True)
         totals.count += len(new)
         totals.bytes += sum(sizes[uri] for uri in new)
         if progress is not None:
             progress.advance(nbytes=0, items=len(new))
 
 
-def local_media_propose(*, policy: RetentionPolicy, totals: Totals, progress: Progress) -> None:
+def local_media_propose(*, policy: RetentionPolicy, totals: Totals, progress: Progress, requested_by=None) -> None:
     """Propose local media past its lifetime for deletion; a moderator signs off (or not).
     One run at a time, so two overlapping runs cannot propose the same media twice: a run that
-    finds another one proposing leaves the work to it."""
+    finds another one proposing leaves the work to it. `requested_by`: whoever started the run
+    by hand (they cannot approve its proposals), None for the schedule."""
     if _local_q(policy) is None:
         return
     flight = singleflight.claim("retention:propose-local", lease=3600)
     if flight is None:
         return
     try:
-        _propose_local(policy=policy, totals=totals, dry_run=False, progress=progress)
+        _propose_local(policy=policy, totals=totals, dry_run=False, progress=progress, requested_by=requested_by)
     except BaseException:
         singleflight.abandon(flight)
         raise
@@ -364,9 +399,10 @@ def local_media_propose(*, policy: RetentionPolicy, totals: Totals, progress: Pr
 JOBS = ("interrupted", "reservations", "remote", "thumbnails", "local")
 
 
-def retention_run(*, policy: RetentionPolicy, jobs=JOBS, progress_for=None) -> RetentionReport:
+def retention_run(*, policy: RetentionPolicy, jobs=JOBS, progress_for=None, requested_by=None) -> RetentionReport:
     """Run the jobs named in `jobs` in the order of JOBS. `progress_for(kind)` returns the
-    Progress to report a kind's work to (the command's bars); nothing is reported by default."""
+    Progress to report a kind's work to (the command's bars); nothing is reported by default.
+    `requested_by`: the person who started the run, named on its proposals."""
     report = RetentionReport()
 
     def progress(kind: str) -> Progress:
@@ -389,5 +425,14 @@ def retention_run(*, policy: RetentionPolicy, jobs=JOBS, progress_for=None) -> R
     if "thumbnails" in jobs and policy.thumbnails_before is not None:
         run(Kind.THUMBNAILS, thumbnails_purge, before=policy.thumbnails_before, totals=report[Kind.THUMBNAILS])
     if "local" in jobs:
-        run(Kind.LOCAL_PROPOSALS, local_media_propose, policy=policy, totals=report[Kind.LOCAL_PROPOSALS])
+        run(Kind.LOCAL_PROPOSALS, local_media_propose, policy=policy, totals=report[Kind.LOCAL_PROPOSALS],
+            requested_by=requested_by)
     return report
+
+
+def remote_cache_purge(*, before: datetime) -> int:
+    """Purge remote media not accessed since `before`, with its thumbnails (Synapse's
+    `purge_media_cache`): a cache only, fetched again from its origin when asked for. Returns
+    how many media were purged."""
+    report = retention_run(policy=retention_policy(remote_before=before), jobs=("interrupted", "remote"))
+    return report[Kind.REMOTE_MEDIA].count

@@ -30,12 +30,18 @@ def propose_local_media() -> dict:
 
 
 @shared_task(name="media_app.retention.run", **_retry)
-def run_retention(remote_before: str | None = None, local_before: str | None = None) -> dict:
-    """Every job at once (the admin's "run now"); ISO timestamps override the lifetimes."""
+def run_retention(remote_before: str | None = None, local_before: str | None = None,
+                  requested_by_id: int | None = None) -> dict:
+    """Every job at once (the admin's "run now"); ISO timestamps override the lifetimes.
+    `requested_by_id`: the superuser who started it, named on its proposals (so that a second
+    person signs them off)."""
     from datetime import datetime
+
+    from django.contrib.auth import get_user_model
 
     policy = retention_policy(
         remote_before=datetime.fromisoformat(remote_before) if remote_before else None,
         local_before=datetime.fromisoformat(local_before) if local_before else None,
     )
-    return retention_run(policy=policy).as_dict()
+    requested_by = get_user_model().objects.filter(pk=requested_by_id).first() if requested_by_id else None
+    return retention_run(policy=policy, requested_by=requested_by).as_dict()

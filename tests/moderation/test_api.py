@@ -187,6 +187,29 @@ def test_out_of_range_numbers_are_refused_not_a_server_error(alice_client, mod_c
     assert mod_client.post(f"{ADMIN}/media/delete?before_ts=253402300799999").status_code == 202
 
 
+@pytest.mark.django_db
+def test_purge_media_cache_removes_remote_media_unused_since_before_ts(alice_client, mod_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.retention.conftest import png, remote_media
+
+    now = timezone.now()
+    stale = remote_media(png(501), created=now - timedelta(days=10))
+    fresh = remote_media(png(502), created=now - timedelta(days=10), last_access=now)
+    local = upload(alice_client, IMAGE)
+    cutoff_ms = int((now - timedelta(days=1)).timestamp() * 1000)
+
+    response = mod_client.post(f"{ADMIN}/purge_media_cache?before_ts={cutoff_ms}")
+
+    assert response.status_code == 200 and response.json() == {"deleted": 1}
+    assert not Media.objects.filter(pk=stale.pk).exists()
+    assert Media.objects.filter(pk__in=[fresh.pk]).exists() and status_of(local) == MediaStatus.STORED
+    assert mod_client.post(f"{ADMIN}/purge_media_cache").status_code == 400
+    assert mod_client.post(f"{ADMIN}/purge_media_cache?before_ts={cutoff_ms}").json() == {"deleted": 0}
+
+
 def mod_client_user(client):
     from media_app.models import AccessToken
     from media_app.services.tokens import hash_token
@@ -204,6 +227,7 @@ def test_non_staff_get_nothing_from_the_admin_api(alice_client, client, make_use
         ("post", f"{ADMIN}/media/protect/{media_id}"), ("post", f"{ADMIN}/media/unprotect/{media_id}"),
         ("post", f"{ADMIN}/user/@alice:test.local/media/quarantine"), ("get", f"{ADMIN}/users/alice/media"),
         ("delete", f"{ADMIN}/media/{mxc}"), ("post", f"{ADMIN}/media/delete?before_ts=99999999999999"),
+        ("post", f"{ADMIN}/purge_media_cache?before_ts=99999999999999"),
     ]
     staff_not_moderator = make_user("helpdesk")
     staff_not_moderator.is_staff = True

@@ -177,6 +177,40 @@ def test_release_needs_a_second_moderator_and_clears_the_content_ban(alice_clien
 
 
 @pytest.mark.django_db
+def test_a_release_request_never_lifts_a_quarantine_made_after_it(alice_client, mod1, mod2, make_moderator):
+    mine = upload(alice_client, IMAGE)
+    quarantine(mine, mod1)
+    first = services.media_release_request(media=[media_of(mine)], requested_by=mod2, reason="false positive")
+    stale = services.media_release_request(media=[media_of(mine)], requested_by=mod2, reason="the same, again")
+    services.moderation_request_approve(request_id=first.pk, moderator=mod1)
+    assert media_of(mine).status == MediaStatus.STORED
+    quarantine(mine, make_moderator("mod3"))  # new evidence, and nobody has reviewed this one
+
+    decided = services.moderation_request_approve(request_id=stale.pk, moderator=mod1)
+
+    assert decided.status == RequestStatus.EXECUTED
+    assert media_of(mine).status == MediaStatus.QUARANTINED and media_of(mine).blob.quarantined
+    assert QuarantinedContent.objects.filter(sha256=media_of(mine).blob.sha256).exists()
+    signed_off = MediaEvent.objects.filter(event_type="media.signed_off").first()
+    assert signed_off.payload["skipped"] == [f"mxc://{mine}"] and signed_off.payload["executed"] == []
+
+
+@pytest.mark.django_db
+def test_a_release_approved_after_the_media_was_deleted_keeps_the_ban(alice_client, mod1, mod2):
+    mine = upload(alice_client, IMAGE)
+    quarantine(mine, mod1)
+    release = services.media_release_request(media=[media_of(mine)], requested_by=mod1)
+    deletion = services.media_deletion_request(media=[media_of(mine)], requested_by=mod1)
+    sha256 = media_of(mine).blob.sha256
+    services.moderation_request_approve(request_id=deletion.pk, moderator=mod2)
+
+    services.moderation_request_approve(request_id=release.pk, moderator=mod2)
+
+    assert media_of(mine).status == MediaStatus.DELETED
+    assert QuarantinedContent.objects.filter(sha256=sha256).exists()
+
+
+@pytest.mark.django_db
 def test_rejection_needs_a_reason_and_closes_the_request(alice_client, mod1, mod2):
     mxc = upload(alice_client, IMAGE)
     request = services.media_deletion_request(media=[media_of(mxc)], requested_by=mod1)
