@@ -53,6 +53,9 @@ DEFAULTS = {
     "REMOTE_DOWNLOAD_WINDOW_SECONDS": 3600,
     "REMOTE_FETCHES_PER_ORIGIN": 16,
     "UPLOAD_CHUNK_BYTES": 1 << 20,
+    # Proxies (addresses or CIDR networks, "*" for any) whose X-Forwarded-For names the client
+    # for per-address rate limits; gunicorn trusts their X-Forwarded-Proto from the same setting.
+    "FORWARDED_ALLOW_IPS": ["127.0.0.1"],
     # `file` parts accepted in one multipart/form-data upload; each is held to MAX_UPLOAD_SIZE_BYTES.
     "MAX_UPLOAD_FILES_PER_REQUEST": 10,
     # An access token's last-used time is written at most this often (one UPDATE per token per

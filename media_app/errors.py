@@ -134,6 +134,13 @@ class RequestTimeout(MediasiteError):
     code, status, errcode, message = "REQUEST_TIMEOUT", 408, "M_UNKNOWN", "The request did not arrive in time"
 
 
+class MalformedRequest(MediasiteError):
+    """Answered by the gunicorn worker, before Django, to what its HTTP parser refuses: a bad
+    request line or header, a request line or head over its limits. The status is the parser's
+    (400, 414, 417, 431, 501); the message is its reason phrase, never the request quoted."""
+    code, status, errcode, message = "MALFORMED_REQUEST", 400, "M_UNKNOWN", "Bad Request"
+
+
 class RemoteFetchFailed(MediasiteError):
     code, status, errcode, message = "REMOTE_FETCH_FAILED", 502, "M_UNKNOWN", "Could not fetch media from the remote server"
 

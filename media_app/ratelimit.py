@@ -12,6 +12,7 @@ boundary cannot double the rate.
 `hit` raises errors.RateLimited (429 M_LIMIT_EXCEEDED with Retry-After) when over the limit.
 """
 import functools
+import ipaddress
 import logging
 import threading
 import time
@@ -91,10 +92,46 @@ GROUPS = {
 }
 
 
+@functools.lru_cache(maxsize=8)
+def _trusted_proxies(entries: tuple[str, ...]) -> tuple | None:
+    """The networks of FORWARDED_ALLOW_IPS; None for "*" (every peer is a proxy)."""
+    if "*" in entries:
+        return None
+    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries if entry.strip())
+
+
+def _is_trusted(address: str, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return networks is None or any(ip in network for network in networks)
+
+
 def client_ip(request) -> str:
-    """The peer address. Behind a proxy, have it set REMOTE_ADDR (gunicorn's
-    forwarded_allow_ips, or the proxy protocol) rather than trusting a client-sent header."""
-    return request.META.get("REMOTE_ADDR") or "unknown"
+    """The client's address, for per-address limits: the peer's, or, when the peer is a trusted
+    proxy (FORWARDED_ALLOW_IPS), the nearest address in X-Forwarded-For that is not one.
+
+    Read from the right: a proxy appends the address it was reached from to whatever the client
+    sent, so only the entries the trusted proxies wrote can be believed; the leftmost entry,
+    which django-ipware and python-ipware return, is the client's to choose. gunicorn itself
+    leaves REMOTE_ADDR at the peer's address."""
+    peer = request.META.get("REMOTE_ADDR") or "unknown"
+    networks = _trusted_proxies(tuple(media_settings.FORWARDED_ALLOW_IPS))
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
+    if not forwarded or not _is_trusted(peer, networks):
+        return peer
+    address = peer
+    for entry in reversed(forwarded.split(",")):
+        entry = entry.strip()
+        try:
+            ipaddress.ip_address(entry)
+        except ValueError:
+            break  # garbage in the chain: nothing left of it can be believed
+        address = entry
+        if not _is_trusted(entry, networks):
+            break
+    return address
 
 
 def request_hit(group: str, request) -> None:

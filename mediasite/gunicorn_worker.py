@@ -26,6 +26,7 @@ import time
 from collections import deque
 from functools import partial
 
+from gunicorn import util
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 
@@ -79,6 +80,24 @@ def _timeout_response() -> bytes:
 
 
 _timeout_bytes = None
+
+
+def _write_json_error(sock, status_int, reason, mesg):
+    """gunicorn's answer to a request its parser refuses, in the one error model instead of its
+    HTML page. `mesg` (which may quote the request line, a token in its query included) goes
+    to gunicorn's log as before, not to the client."""
+    from media_app.errors import InternalError, MalformedRequest
+
+    # 500: the application failed before it could answer (gunicorn logged it), not the client.
+    error = InternalError() if status_int == 500 else MalformedRequest(reason)
+    body = json.dumps(error.as_dict()).encode()
+    util.write_nonblock(sock, b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                              b"Content-Length: %d\r\n\r\n%s" % (status_int, reason.encode("latin-1"), len(body), body))
+
+
+# gunicorn writes those answers through this module function (workers.base.Worker.handle_error,
+# which holds the status table for its parser's errors); this worker's processes use ours.
+util.write_error = _write_json_error
 
 
 def request_ready(buf: bytes) -> bool:

@@ -124,3 +124,27 @@ def test_small_request_bodies_are_collected_before_the_thread_takes_them(served)
         sock.close()
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
     assert b"content_uri" in answer
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"GET /_matrix/client/v1/media/config?access_token=secret-token" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+     b"414 URI Too Long"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(200)) + b"\r\n",
+     b"431 Request Header Fields Too Large"),
+    (b"GET /?access_token=secret-token HTTP/9.9\r\nHost: x\r\n\r\n", b"400 Bad Request"),
+    (b"GET / HTTP/1.1\r\nBad Header Name: x\r\n\r\n", b"400 Bad Request"),
+])
+def test_what_the_http_parser_refuses_is_answered_in_the_json_error_model(served, request_bytes, status):
+    server, _token, _path = served
+    sock = socket.create_connection(server.host_port, timeout=30)
+    try:
+        sock.sendall(request_bytes)
+        answer = _read_response(sock)
+    finally:
+        sock.close()
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 " + status + b"\r\n"), head
+    assert b"\r\nContent-Type: application/json\r\n" in head
+    assert json.loads(body) == {"errcode": "M_UNKNOWN", "error": status.split(b" ", 1)[1].decode(),
+                                "code": "MALFORMED_REQUEST"}
+    assert b"secret-token" not in answer

@@ -92,6 +92,37 @@ def test_upload_rate_per_ip_covers_every_account_from_that_address(make_user, cl
 
 
 @pytest.mark.django_db
+def test_behind_a_trusted_proxy_each_client_has_its_own_address_limit(make_user, client_for):
+    with _mediasite(UPLOAD_RATE_PER_IP="1/minute", FORWARDED_ALLOW_IPS=["10.0.0.5"]):
+        users = [client_for(make_user(f"p{i}")) for i in range(3)]
+        proxy = {"REMOTE_ADDR": "10.0.0.5"}
+        assert _upload(users[0], b"a", HTTP_X_FORWARDED_FOR="203.0.113.1", **proxy).status_code == 200
+        assert _upload(users[1], b"b", HTTP_X_FORWARDED_FOR="203.0.113.2", **proxy).status_code == 200
+        # A client naming another address in front of its own is still counted as itself.
+        spoofed = _upload(users[2], b"c", HTTP_X_FORWARDED_FOR="198.51.100.99, 203.0.113.1", **proxy)
+        assert spoofed.status_code == 429
+
+
+@pytest.mark.parametrize("peer, forwarded, trusted, expected", [
+    ("198.51.100.7", None, ["127.0.0.1"], "198.51.100.7"),
+    # Only a trusted proxy's header counts; anyone else's is the client's own claim.
+    ("198.51.100.7", "203.0.113.9", ["127.0.0.1"], "198.51.100.7"),
+    ("127.0.0.1", "203.0.113.9", ["127.0.0.1"], "203.0.113.9"),
+    # The nearest untrusted entry, read from the right, past a chain of trusted proxies.
+    ("10.0.0.5", "1.2.3.4, 203.0.113.9, 10.1.2.3", ["10.0.0.0/8"], "203.0.113.9"),
+    ("10.0.0.5", "10.1.2.3, 10.2.3.4", ["10.0.0.0/8"], "10.1.2.3"),
+    ("2001:db8::1", "203.0.113.9", ["2001:db8::/32"], "203.0.113.9"),
+    # Garbage ends the chain: the last address a trusted proxy wrote before it is the client.
+    ("10.0.0.5", "203.0.113.9, not-an-address", ["10.0.0.5"], "10.0.0.5"),
+    ("10.0.0.5", "1.2.3.4, 203.0.113.9", ["*"], "1.2.3.4"),
+])
+def test_client_address(rf, peer, forwarded, trusted, expected):
+    extra = {"HTTP_X_FORWARDED_FOR": forwarded} if forwarded else {}
+    with _mediasite(FORWARDED_ALLOW_IPS=trusted):
+        assert ratelimit.client_ip(rf.get("/", REMOTE_ADDR=peer, **extra)) == expected
+
+
+@pytest.mark.django_db
 def test_counters_are_shared_through_redis_between_processes(alice_client):
     require_service("Redis", bool(os.environ.get("REDIS_URL")), "REDIS_URL is not set")
     with _mediasite(UPLOAD_RATE_PER_USER="2/minute"):

@@ -25,7 +25,6 @@ PUBLIC_ROUTES = {
     r"admin/login/": "the sign-in page",
     r"(accounts/)?login/": "the sign-in page",
     r"static/": "static files",
-    r"(health|healthz|_health)/?": "health check for load balancers",
     r"api/(schema|docs|redoc)/": "the OpenAPI schema and its viewers (no data)",
 }
 
