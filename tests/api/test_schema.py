@@ -70,7 +70,7 @@ def test_both_apis_are_described(doc):
 def test_admin_media_api_is_described_in_synapses_shapes(doc):
     admin = "/_synapse/admin/v1"
     operations = {(m, p): op for p, item in doc["paths"].items() if p.startswith(admin) for m, op in item.items()}
-    assert len(operations) == 9
+    assert len(operations) == 10
     for (method, path), op in operations.items():
         assert op.get("summary") and op["tags"] == ["Admin API (Synapse-compatible)"], (method, path)
         assert "FORBIDDEN" in op["responses"]["403"]["content"]["application/json"]["examples"], (method, path)
@@ -90,6 +90,7 @@ def test_admin_media_api_is_described_in_synapses_shapes(doc):
     listing = body("get", "/users/{user_id}/media", "200")
     assert set(listing["required"]) == {"media", "total"} and "next_token" in listing["properties"]
     assert "sha256" in doc["components"]["schemas"]["SynapseMediaInfoFields"]["properties"]
+    assert set(body("post", "/purge_media_cache", "200")["properties"]) == {"deleted"}
 
 
 def test_binary_responses_are_typed_as_bytes(doc):
