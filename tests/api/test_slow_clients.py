@@ -26,6 +26,7 @@ def slow_server(django_db_setup, django_db_blocker, tmp_path_factory):
         MEDIASITE_REQUEST_HEAD_TIMEOUT_SECONDS="3",
         MEDIASITE_BODY_GRACE_SECONDS="2",
         MEDIASITE_MIN_BODY_RATE_BYTES_PER_SECOND="4096",
+        MEDIASITE_IO_TIMEOUT_SECONDS="3",
     )
     yield server
     stop_server(server)
@@ -148,3 +149,27 @@ def test_what_the_http_parser_refuses_is_answered_in_the_json_error_model(served
     assert json.loads(body) == {"errcode": "M_UNKNOWN", "error": status.split(b" ", 1)[1].decode(),
                                 "code": "MALFORMED_REQUEST"}
     assert b"secret-token" not in answer
+
+
+def test_a_download_the_client_stops_reading_is_cut_after_the_io_timeout(served):
+    """A client that asks for a large file and reads nothing holds a thread only until a write
+    has waited MEDIASITE_IO_TIMEOUT_SECONDS (3 s here): the answer is then cut short."""
+    from django.test import Client
+
+    server, token, _path = served
+    size = 32 << 20
+    mxc = upload(Client(HTTP_AUTHORIZATION=f"Bearer {token}"), os.urandom(size))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)  # before connecting: a small window
+    sock.settimeout(30)
+    try:
+        sock.connect(server.host_port)
+        sock.sendall(f"GET /_matrix/client/v1/media/download/{mxc} HTTP/1.1\r\nHost: x\r\n"
+                     f"Authorization: Bearer {token}\r\n\r\n".encode())
+        time.sleep(8)  # reading nothing, well past the timeout
+        received = 0
+        while chunk := sock.recv(1 << 20):
+            received += len(chunk)
+    finally:
+        sock.close()
+    assert 0 < received < size, received
