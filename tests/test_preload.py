@@ -1,0 +1,43 @@
+"""gunicorn's master imports the application and what its first requests need before forking
+the workers (mediasite/gunicorn_conf.py, media_app/startup.py), so those pages are shared."""
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import start_server, stop_server
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _mapped(pid: int, name: str) -> bool:
+    with open(f"/proc/{pid}/maps") as maps:
+        return any(name in line for line in maps)
+
+
+def _shared_dirty_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        return next(int(line.split()[1]) for line in rollup if line.startswith("Shared_Dirty:"))
+
+
+@pytest.mark.parametrize("preload", ["true", "false"])
+def test_the_master_loads_what_the_workers_share(django_db_setup, tmp_path, preload):
+    server = start_server(tmp_path, MEDIASITE_PRELOAD_APP=preload)
+    try:
+        master = server.process.pid
+        deadline = time.monotonic() + 20
+        while len(workers := _children(master)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # libmagic and Pillow's core are loaded by warm_up, in the master only with preload.
+        loaded = [_mapped(master, "libmagic") and _mapped(master, "PIL/_imaging")]
+        if preload == "true":
+            assert loaded == [True]
+            # Written by the master before the fork and not since: tens of MB, in every worker.
+            assert all(_shared_dirty_kb(pid) > 20 << 10 for pid in workers), [_shared_dirty_kb(p) for p in workers]
+        else:
+            assert loaded == [False]
+    finally:
+        stop_server(server)
