@@ -89,7 +89,10 @@ def user_get_or_create(*, username: str, admin: bool = False):
     from ..moderation.services import moderator_grant
 
     User = get_user_model()
-    user, _ = User.objects.get_or_create(username=username)
+    user, created = User.objects.get_or_create(username=username)
+    if created:  # marked as having none, rather than an empty one no hasher knows
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
     if admin:
         moderator_grant(user=user)
     return user

@@ -64,3 +64,21 @@ def test_create_token_command_prints_the_token_last(capsys, client):
     assert row.token_hash == hash_token(token)
     call_command("create_token", "carol")
     assert AccessToken.objects.filter(user__username="carol").count() == 2
+
+
+@pytest.mark.django_db
+def test_an_admin_token_user_has_no_password_until_create_moderator_gives_one(monkeypatch, client):
+    """README: `create_token --admin` sets no password; `create_moderator` for the same user does."""
+    import io
+
+    from django.core.management import call_command
+
+    call_command("create_token", "dora", "--admin")
+    user = AccessToken.objects.get(user__username="dora").user
+    assert not user.has_usable_password()
+    assert client.post("/admin/login/", {"username": "dora", "password": ""}).status_code == 200  # refused
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough passphrase 7\n"))
+    call_command("create_moderator", "dora", "--password-stdin")
+    user.refresh_from_db()
+    assert user.check_password("a long enough passphrase 7") and user.is_staff and not user.is_superuser
+    assert AccessToken.objects.filter(user=user).count() == 1  # the token still works as before

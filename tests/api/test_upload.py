@@ -52,6 +52,18 @@ def test_upload_needs_a_token(client):
 
 
 @pytest.mark.django_db
+def test_the_readmes_curl_upload_is_accepted(alice_client):
+    """`curl --data-binary @photo.jpg` sends Content-Type application/x-www-form-urlencoded: the
+    Matrix upload takes the body as the media all the same (the type comes from the bytes)."""
+    response = alice_client.post("/_matrix/media/v3/upload?filename=photo.png", data=png_bytes(),
+                                 content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 200, response.content
+    media = Media.objects.get(media_id=response.json()["content_uri"].split("/")[-1])
+    assert media.media_type == "image/png" and media.upload_name == "photo.png"
+    assert body_of(alice_client.get(download_url(response.json()["content_uri"].removeprefix("mxc://")))) == png_bytes()
+
+
+@pytest.mark.django_db
 def test_media_type_comes_from_the_bytes_not_the_client(alice_client):
     mxc = upload(alice_client, png_bytes(), content_type="text/html")
     assert Media.objects.get(media_id=mxc.split("/")[1]).media_type == "image/png"

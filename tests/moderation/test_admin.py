@@ -232,6 +232,11 @@ def test_create_moderator_makes_a_staff_non_superuser_who_can_sign_in(monkeypatc
     call_command("create_moderator", "nils")
     assert get_user_model().objects.get(username="nils").check_password("another long passphrase 42")
 
+    # --password-stdin wins over the environment variable.
+    monkeypatch.setattr("sys.stdin", io.StringIO("from standard input 1234\n"))
+    call_command("create_moderator", "olga", "--password-stdin")
+    assert get_user_model().objects.get(username="olga").check_password("from standard input 1234")
+
 
 @pytest.mark.django_db
 def test_create_moderator_refuses_weak_passwords(monkeypatch):
