@@ -37,6 +37,8 @@ rc_login:
   account: {per_second: 10000, burst_count: 10000}
   failed_attempts: {per_second: 10000, burst_count: 10000}
 rc_media_create: {per_second: 10000, burst_count: 10000}
+# Guests register without credentials: the delegated-auth tests check they are refused here.
+allow_guest_access: true
 """
 
 # Synapse refuses private addresses and self-signed peers by default; both are needed on loopback.

@@ -45,6 +45,16 @@ def test_unknown_tokens_are_refused_and_our_own_never_reach_the_homeserver(deleg
 
 
 @pytest.mark.django_db
+def test_a_guest_of_the_homeserver_is_refused(delegated):
+    guest = delegated.request("POST", "/_matrix/client/v3/register?kind=guest", {})
+    whoami = delegated.request("GET", "/_matrix/client/v3/account/whoami", token=guest["access_token"])
+    assert whoami.get("is_guest") is True  # a real guest token, which the homeserver accepts
+    response = _upload(_client(guest["access_token"]))
+    assert response.status_code == 401 and response.json()["errcode"] == "M_UNKNOWN_TOKEN"
+    assert not Media.objects.exists()
+
+
+@pytest.mark.django_db
 def test_answers_are_cached_and_a_revoked_token_stops_working_once_they_expire(delegated):
     token = delegated.login()
     assert _upload(_client(token)).status_code == 200  # positive answer cached
