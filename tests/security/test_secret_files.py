@@ -32,6 +32,8 @@ print(json.dumps({
     "local_days": media_settings.LOCAL_MEDIA_LIFETIME_DAYS,
     "allowed_hosts": settings.ALLOWED_HOSTS,
     "lockout_hours": settings.AXES_COOLOFF_TIME,
+    "forwarded_allow_ips": media_settings.FORWARDED_ALLOW_IPS,
+    "scrub_sample": media_settings.SCRUB_SAMPLE_BLOBS,
 }))
 """
 
@@ -63,6 +65,11 @@ def test_secrets_are_made_once_owner_only_and_the_settings_read_as_documented(tm
     assert (second["remote_days"], second["thumbnail_days"]) == (90, 90)
     assert second["allowed_hosts"] == ["*"] and second["lockout_hours"] == 1
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
+    third = _fresh_process(tmp_path, MEDIASITE_REMOTE_MEDIA_LIFETIME="off", MEDIASITE_THUMBNAIL_LIFETIME="never",
+                           MEDIASITE_FORWARDED_ALLOW_IPS="10.0.0.0/8,192.0.2.1", MEDIASITE_SCRUB_SAMPLE_BLOBS="25")
+    assert (third["remote_days"], third["thumbnail_days"]) == (None, None)
+    assert third["forwarded_allow_ips"] == ["10.0.0.0/8", "192.0.2.1"] and third["scrub_sample"] == 25
+    assert (second["forwarded_allow_ips"], second["scrub_sample"]) == (["127.0.0.1"], 1000)
 
 
 @pytest.mark.parametrize("hard_links", [True, False], ids=["hard-links", "no-hard-links"])
