@@ -117,6 +117,12 @@ def check_settings() -> None:
     unknown = set(getattr(settings, "MEDIASITE", {})) - set(DEFAULTS)
     if unknown:
         raise ImproperlyConfigured(f"Unknown MEDIASITE settings: {', '.join(sorted(unknown))}")
+    from .ratelimit import trusted_proxies
+
+    try:
+        trusted_proxies(tuple(media_settings.FORWARDED_ALLOW_IPS))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"MEDIASITE_FORWARDED_ALLOW_IPS: {exc}") from None
     for name in ("STORAGE", "THUMBNAIL_STORAGE"):
         alias = getattr(media_settings, name)
         if alias not in settings.STORAGES:

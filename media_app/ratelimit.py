@@ -93,11 +93,27 @@ GROUPS = {
 
 
 @functools.lru_cache(maxsize=8)
-def _trusted_proxies(entries: tuple[str, ...]) -> tuple | None:
-    """The networks of FORWARDED_ALLOW_IPS; None for "*" (every peer is a proxy)."""
+def trusted_proxies(entries: tuple[str, ...]):
+    """The networks of FORWARDED_ALLOW_IPS; None for "*" (any peer may be the proxy). Raises
+    ValueError for an entry that is neither (conf.check_settings calls it at start-up)."""
+    entries = tuple(entry.strip() for entry in entries if entry.strip())
     if "*" in entries:
         return None
-    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries if entry.strip())
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def _address(entry: str) -> str | None:
+    """An X-Forwarded-For entry's address, without the port some proxies add (`203.0.113.9:5555`,
+    `[2001:db8::1]:443`), normalised; None for anything else (`unknown`, an empty entry)."""
+    entry = entry.strip()
+    if entry.startswith("["):
+        entry = entry[1:].partition("]")[0]
+    elif entry.count(":") == 1:
+        entry = entry.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(entry))
+    except ValueError:
+        return None
 
 
 def _is_trusted(address: str, networks) -> bool:
@@ -105,7 +121,7 @@ def _is_trusted(address: str, networks) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return networks is None or any(ip in network for network in networks)
+    return any(ip in network for network in networks)
 
 
 def client_ip(request) -> str:
@@ -114,24 +130,25 @@ def client_ip(request) -> str:
 
     Read from the right: a proxy appends the address it was reached from to whatever the client
     sent, so only the entries the trusted proxies wrote can be believed; the leftmost entry,
-    which django-ipware and python-ipware return, is the client's to choose. gunicorn itself
-    leaves REMOTE_ADDR at the peer's address."""
+    which django-ipware and python-ipware return, is the client's to choose. With "*" any peer
+    is taken for the proxy, but no entry for another: the rightmost one, which the peer wrote,
+    is the client. gunicorn itself leaves REMOTE_ADDR at the peer's address."""
     peer = request.META.get("REMOTE_ADDR") or "unknown"
-    networks = _trusted_proxies(tuple(media_settings.FORWARDED_ALLOW_IPS))
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
-    if not forwarded or not _is_trusted(peer, networks):
+    if not forwarded:
         return peer
-    address = peer
+    networks = trusted_proxies(tuple(media_settings.FORWARDED_ALLOW_IPS))
+    if networks is not None and not _is_trusted(peer, networks):
+        return peer
+    client = peer
     for entry in reversed(forwarded.split(",")):
-        entry = entry.strip()
-        try:
-            ipaddress.ip_address(entry)
-        except ValueError:
-            break  # garbage in the chain: nothing left of it can be believed
-        address = entry
-        if not _is_trusted(entry, networks):
+        address = _address(entry)
+        if address is None:
+            break  # what a trusted proxy wrote is not an address: the last one before it stands
+        client = address
+        if networks is None or not _is_trusted(address, networks):
             break
-    return address
+    return client
 
 
 def request_hit(group: str, request) -> None:

@@ -6,6 +6,7 @@ row's bytes are gone) or STORAGE_UNAVAILABLE (503, retry later). Backends wrap t
 `with guard():` and never translate anything themselves.
 """
 import errno
+import sys
 
 from .. import errors
 
@@ -16,8 +17,17 @@ def translate_os_error(exc: OSError) -> errors.MediasiteError:
     return errors.StorageUnavailable()
 
 
+def _botocore_loaded() -> bool:
+    # No botocore error can reach a process that never imported it (one storing on local disks
+    # only): importing it to test for its errors would cost that process boto3 for nothing.
+    return "botocore" in sys.modules
+
+
 def is_not_found(exc: Exception) -> bool:
-    from botocore.exceptions import ClientError
+    if _botocore_loaded():
+        from botocore.exceptions import ClientError
+    else:
+        ClientError = ()
 
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -36,9 +46,12 @@ def translate(exc: Exception) -> errors.MediasiteError:
 
 
 def _backend_errors() -> tuple[type[Exception], ...]:
+    from urllib3.exceptions import HTTPError as Urllib3Error
+
+    if not _botocore_loaded():
+        return (OSError, Urllib3Error)
     from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
-    from urllib3.exceptions import HTTPError as Urllib3Error
 
     return (OSError, BotoCoreError, ClientError, Boto3Error, Urllib3Error)
 

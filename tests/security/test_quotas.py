@@ -112,9 +112,16 @@ def test_behind_a_trusted_proxy_each_client_has_its_own_address_limit(make_user,
     ("10.0.0.5", "1.2.3.4, 203.0.113.9, 10.1.2.3", ["10.0.0.0/8"], "203.0.113.9"),
     ("10.0.0.5", "10.1.2.3, 10.2.3.4", ["10.0.0.0/8"], "10.1.2.3"),
     ("2001:db8::1", "203.0.113.9", ["2001:db8::/32"], "203.0.113.9"),
+    # Ports some proxies add, brackets, spaces, and an address spelled otherwise.
+    ("10.0.0.5", "203.0.113.9:5555", ["10.0.0.5"], "203.0.113.9"),
+    ("10.0.0.5", "[2001:DB8::9]:443", [" 10.0.0.5 "], "2001:db8::9"),
+    ("10.0.0.5", "2001:db8::9 ,", ["10.0.0.5"], "10.0.0.5"),
+    ("10.0.0.5", " 2001:db8::9", ["10.0.0.5"], "2001:db8::9"),
     # Garbage ends the chain: the last address a trusted proxy wrote before it is the client.
-    ("10.0.0.5", "203.0.113.9, not-an-address", ["10.0.0.5"], "10.0.0.5"),
-    ("10.0.0.5", "1.2.3.4, 203.0.113.9", ["*"], "1.2.3.4"),
+    ("10.0.0.5", "203.0.113.9, unknown", ["10.0.0.5"], "10.0.0.5"),
+    # "*": the peer is the proxy, and only what it wrote is believed, not the client's own entries.
+    ("10.0.0.5", "1.2.3.4, 203.0.113.9", ["*"], "203.0.113.9"),
+    ("10.0.0.5", "1.2.3.4, 203.0.113.9", ["10.0.0.0/8", " *"], "203.0.113.9"),
 ])
 def test_client_address(rf, peer, forwarded, trusted, expected):
     extra = {"HTTP_X_FORWARDED_FOR": forwarded} if forwarded else {}
@@ -180,3 +187,14 @@ def test_an_unreachable_counter_store_lets_uploads_through_and_says_so(alice_cli
         assert _upload(alice_client, b"2").status_code == 200
     assert "Rate-limit storage unavailable" in caplog.text
     ratelimit._limiter.cache_clear()
+
+
+def test_a_forwarded_allow_ips_entry_that_is_no_address_stops_the_server_at_start():
+    from django.core.exceptions import ImproperlyConfigured
+
+    from media_app.conf import check_settings
+
+    with _mediasite(FORWARDED_ALLOW_IPS=["10.0.0.0/8", "proxy.example"]), pytest.raises(ImproperlyConfigured):
+        check_settings()
+    with _mediasite(FORWARDED_ALLOW_IPS=["10.0.0.0/8", " *"]):
+        check_settings()

@@ -157,7 +157,8 @@ def test_each_alias_gets_its_own_backend_class_once(s3):
 
 def test_a_process_on_local_disks_never_imports_boto3(tmp_path):
     """boto3 costs each web process a tenth of a second and megabytes of memory to import; a
-    process that stores on the filesystem stores, reads and deletes a blob without it."""
+    process that stores on the filesystem stores, reads and deletes a blob, and fails to read a
+    missing one, without it."""
     script = """
 import sys, django
 django.setup()
@@ -168,6 +169,11 @@ open(source, "wb").write(b"bytes")
 store.put("ab/cd/key", source)
 assert store.open("ab/cd/key").read() == b"bytes"
 store.delete("ab/cd/key")
+from media_app import errors
+try:
+    store.open("ab/cd/key")  # a failure goes through the error translation, which knows boto's errors too
+except errors.BlobMissing:
+    pass
 print(type(store).__name__, sorted(m for m in ("boto3", "botocore", "storages.backends.s3") if m in sys.modules))
 """
     # An operator who stores on local disks configures no bucket (CI's environment has one).
