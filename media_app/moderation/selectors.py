@@ -7,6 +7,7 @@ from django.db.models import F, Q
 from .. import errors
 from ..conf import media_settings
 from ..models import Media, MediaOrigin, MediaStatus
+from .models import ModerationAction, ModerationRequest, RequestStatus
 
 USER_MEDIA_ORDER = {
     "media_id": "media_id",
@@ -69,3 +70,16 @@ def local_media_unused_since(*, before_ts_ms: int, size_gt: int):
         .filter(Q(last_access_ts__lt=before) | Q(last_access_ts__isnull=True, created_ts__lt=before))
         .order_by("created_ts", "pk")
     )
+
+
+def reported_uris(*, uris: set[str] | None = None, since: datetime | None = None) -> set[str]:
+    """mxc URIs named by users' reports that no moderator has decided on yet: of `uris` (all by
+    default), of the reports filed from `since` on (all by default). The targets are read in
+    chunks: the queue can be long, and a JSON list is not searchable on every database."""
+    pending = ModerationRequest.objects.filter(action=ModerationAction.REVIEW_REPORT, status=RequestStatus.PENDING)
+    if since is not None:
+        pending = pending.filter(created_ts__gte=since)
+    found = set()
+    for targets in pending.values_list("targets", flat=True).iterator(chunk_size=200):
+        found.update(targets if uris is None else uris.intersection(targets))
+    return found

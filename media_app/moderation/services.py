@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from .. import errors, events, ratelimit
@@ -27,6 +28,7 @@ from ..models import Blob, Media, MediaEvent, MediaOrigin, MediaStatus, Thumbnai
 from ..services import identifiers
 from ..services.gc import blob_collect
 from ..state import Actor, IllegalTransition, transition
+from . import selectors
 from .models import BlockedServer, ModerationAction, ModerationRequest, QuarantinedContent, RequestStatus
 
 MODERATORS_GROUP = "moderators"
@@ -319,15 +321,26 @@ class _Outcome:
 
 
 def _execute_delete(request: ModerationRequest, moderator, outcome: _Outcome) -> None:
-    for uri in request.targets:
-        media = _media_for_uri(uri)
+    targets = {uri: _media_for_uri(uri) for uri in request.targets}
+    # Every target's content locked first, in key order, as the purge jobs lock theirs: two
+    # transactions locking several blobs in different orders could deadlock.
+    list(Blob.objects.select_for_update().filter(pk__in=[m.blob_id for m in targets.values() if m and m.blob_id])
+         .order_by("pk").values_list("pk", flat=True))
+    reported = set()
+    if request.retention:
+        # Under the rows' locks, which filing a report takes too (see media_report).
+        list(Media.objects.select_for_update().filter(pk__in=[m.pk for m in targets.values() if m])
+             .values_list("pk", flat=True))
+        reported = selectors.reported_uris(uris=set(targets))
+    for uri, media in targets.items():
         if media is None or media.status not in (MediaStatus.STORED, MediaStatus.QUARANTINED):
             outcome.skipped.append(uri)
             continue
-        blob = Blob.objects.select_for_update().filter(pk=media.blob_id).first() if media.blob_id else None
-        # Protection is an explicit keep, which retention never proposes: media protected since
-        # the proposal stays (read under the content's lock, which media_protect takes).
-        if request.retention and Media.objects.filter(pk=media.pk, protected=True).exists():
+        blob = Blob.objects.filter(pk=media.blob_id).first() if media.blob_id else None
+        # Retention never proposes protected or reported media: media protected or reported
+        # since the proposal stays (protection is an explicit keep, and a report's approval must
+        # find the content to quarantine).
+        if request.retention and (uri in reported or Media.objects.filter(pk=media.pk, protected=True).exists()):
             outcome.skipped.append(uri)
             continue
         try:
@@ -359,7 +372,7 @@ def _execute_release(request: ModerationRequest, moderator, outcome: _Outcome) -
         if blob is None or media.status != MediaStatus.QUARANTINED or media.blob_id != blob.pk:
             outcome.skipped.append(uri)
             continue
-        if _quarantined_since(media, request.created_ts):
+        if _quarantined_since(media, request):
             # Released and quarantined again after this request was made: it was about another
             # quarantine, and this one has had nobody's review.
             outcome.skipped.append(uri)
@@ -378,9 +391,14 @@ def _execute_release(request: ModerationRequest, moderator, outcome: _Outcome) -
         outcome.done.append(uri)
 
 
-def _quarantined_since(media: Media, when) -> bool:
-    return MediaEvent.objects.filter(event_type=events.QUARANTINED, server_name=media.server_name,
-                                     media_id=media.media_id, created_ts__gt=when).exists()
+def _quarantined_since(media: Media, request: ModerationRequest) -> bool:
+    # Events in the order they were written (their keys), not by their clocks, which on several
+    # nodes need not agree.
+    asked = (MediaEvent.objects.filter(event_type=events.SIGNOFF_REQUESTED, payload__request_id=request.pk)
+             .values_list("pk", flat=True).first())
+    later = Q(pk__gt=asked) if asked is not None else Q(created_ts__gt=request.created_ts)
+    return MediaEvent.objects.filter(later, event_type=events.QUARANTINED, server_name=media.server_name,
+                                     media_id=media.media_id).exists()
 
 
 def _execute_block(request: ModerationRequest, moderator, outcome: _Outcome) -> None:

@@ -28,6 +28,7 @@ from .. import events, singleflight, state
 from ..conf import media_settings
 from ..models import Blob, Media, MediaOrigin, MediaStatus, Thumbnail
 from ..moderation.models import ModerationAction, ModerationRequest, RequestStatus
+from ..moderation.selectors import reported_uris
 from ..moderation.services import moderation_request_create
 from ..services.gc import blobs_doom_unreferenced, blobs_remove_doomed
 from ..services.progress import Progress
@@ -124,22 +125,32 @@ def _split_uri(uri: str) -> tuple[str, str]:
     return server_name, media_id
 
 
-def _under_review(uris: set[str] | None = None) -> Q:
-    """Media a user reported and no moderator has decided on yet (of `uris`, or all): kept, so
-    that approving the report quarantines the content rather than finding it gone. The review
-    queue is short; its targets are read in chunks all the same."""
-    named = set()
-    pending = ModerationRequest.objects.filter(action=ModerationAction.REVIEW_REPORT, status=RequestStatus.PENDING)
-    for targets in pending.values_list("targets", flat=True).iterator(chunk_size=200):
-        named.update(targets if uris is None else uris.intersection(targets))
-    if not named:
-        return _NOTHING
-    pks = []
-    pairs = sorted(_split_uri(uri) for uri in named)
-    for start in range(0, len(pairs), 200):
-        which = reduce(or_, (Q(server_name=server, media_id=media_id) for server, media_id in pairs[start:start + 200]))
-        pks += Media.objects.filter(which).values_list("pk", flat=True)
-    return Q(pk__in=pks)
+# A report's row may commit a little after its timestamp, stamped by another node's clock.
+REPORT_CLOCK_MARGIN = timedelta(minutes=5)
+
+
+class _Reported:
+    """Media under a pending report (moderation.selectors.reported_uris): read whole once, then,
+    for each batch, only the reports filed since (a report takes the media row's lock, which the
+    batch holds, so none on the batch's media can be missed), not the whole queue each time."""
+
+    def __init__(self):
+        self._started = timezone.now()
+        self.uris = reported_uris()
+
+    def of(self, uris: set[str]) -> set[str]:
+        return uris & (self.uris | reported_uris(uris=uris, since=self._started - REPORT_CLOCK_MARGIN))
+
+    def q(self) -> Q:
+        """The same media as a condition, for the preview and the proposals."""
+        if not self.uris:
+            return _NOTHING
+        pks = []
+        pairs = sorted(_split_uri(uri) for uri in self.uris)
+        for start in range(0, len(pairs), 200):
+            which = reduce(or_, (Q(server_name=server, media_id=media_id) for server, media_id in pairs[start:start + 200]))
+            pks += Media.objects.filter(which).values_list("pk", flat=True)
+        return Q(pk__in=pks)
 
 
 def _remote_q(before: datetime | None, *, under_review: Q = _NOTHING) -> Q:
@@ -215,7 +226,7 @@ def retention_preview(*, policy: RetentionPolicy) -> RetentionReport:
 
     report[Kind.RESERVATIONS].count = Media.objects.filter(_reservations_q(policy.now)).count()
 
-    remote_q = _remote_q(policy.remote_before, under_review=_under_review())
+    remote_q = _remote_q(policy.remote_before, under_review=_Reported().q())
     remote = Media.objects.filter(remote_q)
     # Sources whose every media row is a remote candidate: they lose all their media.
     freed_sources = (Blob.objects.filter(Exists(remote.filter(blob=OuterRef("pk"))))
@@ -287,6 +298,7 @@ def remote_media_purge(*, before: datetime, media_totals: Totals, thumbnail_tota
                        progress: Progress) -> None:
     """Purge remote media not accessed since `before`, with the thumbnails of its content."""
     q = _remote_q(before)
+    reported = _Reported()
     for pks in _batches(Media.objects.filter(q), media_settings.RETENTION_BATCH_SIZE):
         with transaction.atomic():
             # The blobs' locks before the media's, in the order a quarantine takes them (content,
@@ -296,10 +308,8 @@ def remote_media_purge(*, before: datetime, media_totals: Totals, thumbnail_tota
             rows = list(Media.objects.select_for_update(of=("self",)).filter(q, pk__in=pks)
                         .values_list("pk", "server_name", "media_id", "blob_id"))
             # Reported media waits for its review; a report takes the row's lock, held here now.
-            reported = _under_review({f"mxc://{server}/{media_id}" for _pk, server, media_id, _blob in rows})
-            if reported is not _NOTHING:
-                kept = set(Media.objects.filter(reported, pk__in=[row[0] for row in rows]).values_list("pk", flat=True))
-                rows = [row for row in rows if row[0] not in kept]
+            kept = reported.of({f"mxc://{server}/{media_id}" for _pk, server, media_id, _blob in rows})
+            rows = [row for row in rows if f"mxc://{row[1]}/{row[2]}" not in kept]
             ids = [row[0] for row in rows]
             moved = state.transition_many(ids, MediaStatus.STORED, MediaStatus.DELETED,
                                           actor=state.Actor.SYSTEM, origin=MediaOrigin.REMOTE)
@@ -356,7 +366,7 @@ def _already_proposed(uris: set[str]) -> set[str]:
 
 def _propose_local(*, policy: RetentionPolicy, totals: Totals, dry_run: bool,
                    progress: Progress | None = None, requested_by=None) -> None:
-    q = _local_q(policy, under_review=_under_review())
+    q = _local_q(policy, under_review=_Reported().q())
     if q is None:
         return
     reasons = []

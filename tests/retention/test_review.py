@@ -92,6 +92,21 @@ def test_a_proposal_approved_after_the_media_was_protected_keeps_it(lifetimes, m
     assert Media.objects.get(pk=gone.pk).status == MediaStatus.DELETED
 
 
+def test_a_proposal_approved_after_the_media_was_reported_keeps_it_for_the_report(lifetimes, make_user, mods):
+    lifetimes(remote_media_lifetime=None, thumbnail_lifetime=None, local_media_lifetime=30)
+    media = local_media(png(410), created=NOW - 60 * DAY)
+    retention_run(policy=retention_policy(now=NOW), jobs=("local",))
+    proposal = ModerationRequest.objects.get(action="delete_media")
+    report = moderation.media_report(server_name=media.server_name, media_id=media.media_id,
+                                     reporter=make_user("reporter"), reason="abuse")
+
+    moderation.moderation_request_approve(request_id=proposal.pk, moderator=mods[0])
+    assert Media.objects.get(pk=media.pk).status == MediaStatus.STORED
+    moderation.moderation_request_approve(request_id=report.pk, moderator=mods[1])
+    assert Media.objects.get(pk=media.pk).status == MediaStatus.QUARANTINED
+    assert QuarantinedContent.objects.filter(sha256=media.blob.sha256).exists()
+
+
 def test_a_run_started_by_hand_is_signed_off_by_someone_else(lifetimes, make_user, mods):
     lifetimes(remote_media_lifetime=None, thumbnail_lifetime=None)
     media = local_media(png(408), created=NOW - 2 * DAY)
