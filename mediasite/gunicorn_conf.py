@@ -73,9 +73,6 @@ def pre_fork(server, worker):
     gc.freeze()
 
 
-_embedded_worker = None
-
-
 def _wants_embedded_worker() -> bool:
     return not os.environ.get("REDIS_URL") and os.environ.get("MEDIASITE_EMBEDDED_WORKER", "true").lower() != "false"
 
@@ -85,24 +82,26 @@ def on_starting(server):
     the web workers: background work (thumbnail pre-generation, scrub, garbage collection)
     then runs in its own process at a lower priority. With Redis, run `make worker` and
     `make beat` instead, on as many machines as you like."""
-    global _embedded_worker
     if not _wants_embedded_worker():
         return
-    _embedded_worker = subprocess.Popen(
+    # Kept on the arbiter, not in this module: a HUP executes this file again as a new module,
+    # whose on_exit would not know the worker and leave it running after gunicorn stops.
+    server.mediasite_embedded_worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "mediasite", "worker", "--beat", "--pool", "solo",
          "--loglevel", "info", "--without-mingle", "--without-gossip", "--without-heartbeat"],
         preexec_fn=lambda: os.nice(10),
     )
-    server.log.info("Started the embedded Celery worker (pid %s)", _embedded_worker.pid)
+    server.log.info("Started the embedded Celery worker (pid %s)", server.mediasite_embedded_worker.pid)
 
 
 def on_exit(server):
-    if _embedded_worker is not None and _embedded_worker.poll() is None:
-        _embedded_worker.terminate()
+    embedded = getattr(server, "mediasite_embedded_worker", None)
+    if embedded is not None and embedded.poll() is None:
+        embedded.terminate()
         try:
-            _embedded_worker.wait(timeout=20)
+            embedded.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            _embedded_worker.kill()
+            embedded.kill()
 
 
 def post_worker_init(worker):

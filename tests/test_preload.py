@@ -1,5 +1,8 @@
-"""gunicorn's master imports the application and what its first requests need before forking
-the workers (mediasite/gunicorn_conf.py, media_app/startup.py), so those pages are shared."""
+"""gunicorn's master (mediasite/gunicorn_conf.py): it imports the application and what its first
+requests need before forking the workers (media_app/startup.py), so those pages are shared; and
+the embedded Celery worker it starts ends with it, reloaded or not."""
+import os
+import signal
 import subprocess
 import time
 
@@ -41,3 +44,38 @@ def test_the_master_loads_what_the_workers_share(django_db_setup, tmp_path, prel
             assert loaded == [False]
     finally:
         stop_server(server)
+
+
+def _celery_children(pid: int) -> list[int]:
+    return [c for c in _children(pid) if b"celery" in open(f"/proc/{c}/cmdline", "rb").read()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_embedded_worker_stops_with_gunicorn_after_a_reload(django_db_setup, tmp_path):
+    server = start_server(tmp_path, MEDIASITE_EMBEDDED_WORKER="true", REDIS_URL="")
+    try:
+        master = server.process.pid
+        deadline = time.monotonic() + 20
+        while not (celery := _celery_children(master)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(celery) == 1
+        os.kill(master, signal.SIGHUP)  # gunicorn reloads its configuration (this file again)
+        time.sleep(3)
+        assert _celery_children(master) == celery  # still the one worker, not a second
+    finally:
+        stop_server(server)
+    deadline = time.monotonic() + 30
+    while _alive(celery[0]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    orphaned = _alive(celery[0])
+    if orphaned:  # not left behind: the worker and its beat process
+        for pid in [*_children(celery[0]), celery[0]]:
+            os.kill(pid, signal.SIGKILL)
+    assert not orphaned
