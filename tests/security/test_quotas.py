@@ -55,6 +55,17 @@ def test_file_quota_counts_reservations_and_comes_from_the_default(alice, alice_
 
 
 @pytest.mark.django_db
+def test_byte_quota_comes_from_the_default_unless_the_user_has_their_own(alice, alice_client, make_user, client_for):
+    with _mediasite(DEFAULT_QUOTA_BYTES=100):
+        assert _upload(alice_client, b"a" * 60).status_code == 200
+        refused = _upload(alice_client, b"b" * 60)
+        assert refused.status_code == 403 and refused.json()["code"] == "QUOTA_EXCEEDED"
+        assert _upload(client_for(make_user("bob")), b"c" * 60).status_code == 200  # each user's own 100
+        UserQuota.objects.create(user=alice, max_bytes=1000)  # the admin's row wins over the default
+        assert _upload(alice_client, b"b" * 60).status_code == 200
+
+
+@pytest.mark.django_db
 def test_usage_endpoint_reports_usage_and_limits(alice, alice_client):
     UserQuota.objects.create(user=alice, max_bytes=1000, max_files=5)
     _upload(alice_client, b"x" * 10)
