@@ -87,7 +87,7 @@ def on_starting(server):
     # Kept on the arbiter, not in this module: a HUP executes this file again as a new module,
     # whose on_exit would not know the worker and leave it running after gunicorn stops.
     server.mediasite_embedded_worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "mediasite", "worker", "--beat", "--pool", "solo",
+        [sys.executable, "-m", "celery", "-A", "mediasite", "worker", "--beat-thread", "--pool", "solo",
          "--loglevel", "info", "--without-mingle", "--without-gossip", "--without-heartbeat"],
         preexec_fn=lambda: os.nice(10),
     )

@@ -72,7 +72,7 @@ def worker_with_beat(transactional_db, tmp_path):
     log = open(log_path, "wb")
     # The command line gunicorn uses for the embedded worker: the scheduler in the worker.
     process = subprocess.Popen(
-        [*celery, "worker", "--beat", "--pool", "solo", "--loglevel", "info",
+        [*celery, "worker", "--beat-thread", "--pool", "solo", "--loglevel", "info",
          "--without-mingle", "--without-gossip", "--without-heartbeat"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
