@@ -61,7 +61,7 @@ class ModerationRequestAdmin(ReadOnlyAdmin):
             return ", ".join(obj.targets)
         rows = []
         for uri in obj.targets[:5]:
-            server_name, _, media_id = uri.removeprefix("mxc://").partition("/")
+            server_name, media_id = identifiers.split_content_uri(uri)
             media = Media.objects.select_related("blob").filter(server_name=server_name, media_id=media_id).first()
             link = reverse("admin:media_app_media_changelist") + f"?q={media_id}"
             rows.append((preview_html(media) if media else "—", link, uri))

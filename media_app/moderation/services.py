@@ -175,7 +175,7 @@ def _media_for(server_name: str, media_id: str) -> Media:
 
 
 def _media_for_uri(uri: str) -> Media | None:
-    server_name, _, media_id = uri.removeprefix("mxc://").partition("/")
+    server_name, media_id = identifiers.split_content_uri(uri)
     return Media.objects.filter(server_name=server_name, media_id=media_id).first()
 
 

@@ -24,6 +24,12 @@ def validate(server_name: str, media_id: str) -> None:
         raise errors.InvalidParam("Invalid media ID")
 
 
+def split_content_uri(uri: str) -> tuple[str, str]:
+    """(server name, media ID) of an `mxc://server/id` URI, as moderation requests name media."""
+    server_name, _, media_id = uri.removeprefix("mxc://").partition("/")
+    return server_name, media_id
+
+
 def is_local(server_name: str) -> bool:
     return server_name == media_settings.SERVER_NAME
 
