@@ -2,8 +2,6 @@
 (`/_synapse/admin/v1/…`, staff only), in Synapse's JSON shapes. Quarantine and protection act at
 once; deletions and releases are requests for a second moderator and answer 202 with the
 request's ID."""
-from datetime import datetime, timezone
-
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
@@ -364,6 +362,4 @@ class PurgeRemoteCacheView(ModeratorEndpoint):
         errors=[errors.InvalidParam],
     )
     def post(self, request):
-        before_ts = _int_param(request, "before_ts", maximum=MAX_TS_MS)
-        before = datetime.fromtimestamp(before_ts / 1000, tz=timezone.utc)
-        return {"deleted": remote_cache_purge(before=before)}
+        return {"deleted": remote_cache_purge(before_ts_ms=_int_param(request, "before_ts", maximum=MAX_TS_MS))}

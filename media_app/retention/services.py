@@ -16,7 +16,7 @@ media a user reported until a moderator has decided on the report: approving it 
 content to quarantine.
 """
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone as dt_timezone
 from functools import reduce
 from operator import or_
 
@@ -30,6 +30,7 @@ from ..models import Blob, Media, MediaOrigin, MediaStatus, Thumbnail
 from ..moderation.models import ModerationAction, ModerationRequest, RequestStatus
 from ..moderation.selectors import reported_uris
 from ..moderation.services import moderation_request_create
+from ..services import identifiers
 from ..services.gc import blobs_doom_unreferenced, blobs_remove_doomed
 from ..services.progress import Progress
 
@@ -120,11 +121,6 @@ def _unused_since(before: datetime) -> Q:
     return Q(last_access_ts__lt=before) | Q(last_access_ts__isnull=True, created_ts__lt=before)
 
 
-def _split_uri(uri: str) -> tuple[str, str]:
-    server_name, _, media_id = uri.removeprefix("mxc://").partition("/")
-    return server_name, media_id
-
-
 # A report's row may commit a little after its timestamp, stamped by another node's clock.
 REPORT_CLOCK_MARGIN = timedelta(minutes=5)
 
@@ -146,7 +142,7 @@ class _Reported:
         if not self.uris:
             return _NOTHING
         pks = []
-        pairs = sorted(_split_uri(uri) for uri in self.uris)
+        pairs = sorted(identifiers.split_content_uri(uri) for uri in self.uris)
         for start in range(0, len(pairs), 200):
             which = reduce(or_, (Q(server_name=server, media_id=media_id) for server, media_id in pairs[start:start + 200]))
             pks += Media.objects.filter(which).values_list("pk", flat=True)
@@ -308,8 +304,9 @@ def remote_media_purge(*, before: datetime, media_totals: Totals, thumbnail_tota
             rows = list(Media.objects.select_for_update(of=("self",)).filter(q, pk__in=pks)
                         .values_list("pk", "server_name", "media_id", "blob_id"))
             # Reported media waits for its review; a report takes the row's lock, held here now.
-            kept = reported.of({f"mxc://{server}/{media_id}" for _pk, server, media_id, _blob in rows})
-            rows = [row for row in rows if f"mxc://{row[1]}/{row[2]}" not in kept]
+            uris = {row[0]: f"mxc://{row[1]}/{row[2]}" for row in rows}
+            kept = reported.of(set(uris.values()))
+            rows = [row for row in rows if uris[row[0]] not in kept]
             ids = [row[0] for row in rows]
             moved = state.transition_many(ids, MediaStatus.STORED, MediaStatus.DELETED,
                                           actor=state.Actor.SYSTEM, origin=MediaOrigin.REMOTE)
@@ -440,9 +437,10 @@ def retention_run(*, policy: RetentionPolicy, jobs=JOBS, progress_for=None, requ
     return report
 
 
-def remote_cache_purge(*, before: datetime) -> int:
-    """Purge remote media not accessed since `before`, with its thumbnails (Synapse's
-    `purge_media_cache`): a cache only, fetched again from its origin when asked for. Returns
-    how many media were purged."""
+def remote_cache_purge(*, before_ts_ms: int) -> int:
+    """Purge remote media not accessed since `before_ts_ms` (ms since the epoch), with its
+    thumbnails (Synapse's `purge_media_cache`): a cache only, fetched again from its origin when
+    asked for. Returns how many media were purged."""
+    before = datetime.fromtimestamp(before_ts_ms / 1000, tz=dt_timezone.utc)
     report = retention_run(policy=retention_policy(remote_before=before), jobs=("interrupted", "remote"))
     return report[Kind.REMOTE_MEDIA].count
