@@ -102,26 +102,22 @@ def trusted_proxies(entries: tuple[str, ...]):
     return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
 
 
-def _address(entry: str) -> str | None:
-    """An X-Forwarded-For entry's address, without the port some proxies add (`203.0.113.9:5555`,
-    `[2001:db8::1]:443`), normalised; None for anything else (`unknown`, an empty entry)."""
+def _address(entry: str):
+    """An address written in a header or REMOTE_ADDR, without the port some proxies add
+    (`203.0.113.9:5555`, `[2001:db8::1]:443`); None for anything else (`unknown`, empty)."""
     entry = entry.strip()
     if entry.startswith("["):
         entry = entry[1:].partition("]")[0]
     elif entry.count(":") == 1:
         entry = entry.partition(":")[0]
     try:
-        return str(ipaddress.ip_address(entry))
+        return ipaddress.ip_address(entry)
     except ValueError:
         return None
 
 
-def _is_trusted(address: str, networks) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
+def _is_trusted(address, networks) -> bool:
+    return address is not None and any(address in network for network in networks)
 
 
 def client_ip(request) -> str:
@@ -138,14 +134,14 @@ def client_ip(request) -> str:
     if not forwarded:
         return peer
     networks = trusted_proxies(tuple(media_settings.FORWARDED_ALLOW_IPS))
-    if networks is not None and not _is_trusted(peer, networks):
+    if networks is not None and not _is_trusted(_address(peer), networks):
         return peer
     client = peer
     for entry in reversed(forwarded.split(",")):
         address = _address(entry)
         if address is None:
             break  # what a trusted proxy wrote is not an address: the last one before it stands
-        client = address
+        client = str(address)
         if networks is None or not _is_trusted(address, networks):
             break
     return client
