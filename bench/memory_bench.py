@@ -14,7 +14,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,15 +26,10 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+sys.path.insert(0, str(ROOT))
 
-
-def tree(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += [int(c) for c in subprocess.run(["pgrep", "-P", str(p)], capture_output=True, text=True).stdout.split()]
-    return out
+from bench.client import req, tree, upload  # noqa: E402
+from bench.federation_bench import free_port  # noqa: E402
 
 
 def rollup(pid: int) -> dict:
@@ -62,21 +56,12 @@ def measure(pid: int) -> dict:
                            "private_dirty_mb": round(v["Private_Dirty"] / 1024, 1)} for v in processes.values()]}
 
 
-def request(method: str, url: str, token: str, data: bytes | None = None, content_type="application/octet-stream"):
-    r = urllib.request.Request(url, data=data, method=method,
-                               headers={"Authorization": f"Bearer {token}", "Content-Type": content_type})
-    with urllib.request.urlopen(r, timeout=60) as response:
-        return response.read()
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--settle", type=float, default=4, help="seconds to wait before each measure")
     a = ap.parse_args()
     data = tempfile.mkdtemp(prefix="membench-")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(MEDIASITE_DATA_DIR=data, PORT=str(port), MEDIASITE_UPLOAD_RATE_PER_USER="", MEDIASITE_UPLOAD_RATE_PER_IP="")
     subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
@@ -99,14 +84,15 @@ def main():
         for i in range(30):
             jpeg = io.BytesIO()
             Image.new("RGB", (800, 600), (i, 2 * i, 3)).save(jpeg, "JPEG")
-            answer = request("POST", base + "/_matrix/media/v3/upload", token, jpeg.getvalue(), "image/jpeg")
-            media.append(json.loads(answer)["content_uri"].removeprefix("mxc://"))
+            media.append(upload(base, token, jpeg.getvalue(), "image/jpeg", f"{i}.jpg"))
 
         def client():
             for _ in range(20):
                 for m in media:
-                    request("GET", f"{base}/_matrix/client/v1/media/download/{m}", token)
-                    request("GET", f"{base}/_matrix/client/v1/media/thumbnail/{m}?width=96&height=96&method=crop", token)
+                    for path in (f"/_matrix/client/v1/media/download/{m}",
+                                 f"/_matrix/client/v1/media/thumbnail/{m}?width=96&height=96&method=crop"):
+                        status, _ = req(base, "GET", path, token)
+                        assert status == 200, (status, path)
 
         clients = [threading.Thread(target=client) for _ in range(8)]
         for t in clients:
