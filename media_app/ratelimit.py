@@ -20,7 +20,7 @@ import time
 from django.conf import settings
 from django.core.signals import setting_changed
 from limits import parse_many
-from limits.storage import storage_from_string
+from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from . import errors
@@ -35,13 +35,50 @@ _PREFIX = "mediasite"
 _build_lock = threading.Lock()
 
 
-@functools.cache
-def _limiter() -> MovingWindowRateLimiter:
+class SweptMemoryStorage(MemoryStorage):
+    """`limits`' in-process counters, with their expired entries swept by the hits themselves
+    at most once every SWEEP_SECONDS instead of by a timer thread.
+
+    MemoryStorage starts a new 10 ms threading.Timer on a hit whenever the last one has run
+    out, so under steady traffic nearly every hit starts a thread, and Thread.start waits until
+    the new thread has run: while another thread of the process is busy in Python, up to two
+    GIL switch intervals per hit (docs/PERFORMANCE.md, "Rate limits"). The sweep only bounds
+    memory: every read already ignores what has expired.
+    """
+
+    SWEEP_SECONDS = 10.0
+
+    def __init__(self, uri: str = "memory://", **options):
+        super().__init__(uri, **options)
+        self.timer.cancel()  # the one __init__ starts
+        self._sweep_lock = threading.Lock()
+        self._next_sweep = time.monotonic() + self.SWEEP_SECONDS
+
+    # MemoryStorage calls this (a name-mangled private method; `limits` is pinned, and
+    # tests/security/test_quotas.py fails if a hit starts a thread again) before each hit.
+    def _MemoryStorage__schedule_expiry(self) -> None:
+        if time.monotonic() < self._next_sweep or not self._sweep_lock.acquire(blocking=False):
+            return
+        try:
+            self._next_sweep = time.monotonic() + self.SWEEP_SECONDS
+            self._MemoryStorage__expire_events()
+        finally:
+            self._sweep_lock.release()
+
+
+def counter_storage() -> Storage:
+    """Where counters live: Redis when REDIS_URL is set (shared by every process and node),
+    else this process's memory."""
     # Built under a lock: `limits` imports the redis client lazily and reads its version from
     # the module, which a second thread would see half-imported on a server's first requests.
     with _build_lock:
-        url = getattr(settings, "REDIS_URL", "") or "memory://"
-        return MovingWindowRateLimiter(storage_from_string(url))
+        url = getattr(settings, "REDIS_URL", "")
+        return storage_from_string(url) if url else SweptMemoryStorage()
+
+
+@functools.cache
+def _limiter() -> MovingWindowRateLimiter:
+    return MovingWindowRateLimiter(counter_storage())
 
 
 @functools.cache

@@ -19,10 +19,9 @@ import uuid
 
 from django.conf import settings
 from limits import RateLimitItemPerSecond
-from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
-from .. import errors
+from .. import errors, ratelimit
 from ..conf import media_settings
 
 logger = logging.getLogger(__name__)
@@ -40,7 +39,7 @@ def limiter() -> FixedWindowRateLimiter:
     if _limiter is None:
         with _lock:
             if _limiter is None:
-                _limiter = FixedWindowRateLimiter(storage_from_string(_redis_url() or "memory://"))
+                _limiter = FixedWindowRateLimiter(ratelimit.counter_storage())
     return _limiter
 
 

@@ -151,6 +151,52 @@ def test_counters_are_shared_through_redis_between_processes(alice_client):
         assert _upload(alice_client, b"3").status_code == 429
 
 
+def test_in_process_counters_start_no_thread_on_a_hit(monkeypatch):
+    # limits' MemoryStorage starts a timer thread on a hit once the last has run out (10 ms),
+    # and starting one waits for it to run: under load, milliseconds per hit.
+    import threading
+    import time
+
+    from limits import parse
+    from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+
+    storage = ratelimit.SweptMemoryStorage()
+    started = []
+    real_start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda thread: (started.append(thread), real_start(thread)))
+    moving, fixed, item = MovingWindowRateLimiter(storage), FixedWindowRateLimiter(storage), parse("2/minute")
+    for _ in range(2):
+        assert moving.hit(item, "k") and fixed.hit(item, "f")
+        time.sleep(0.03)
+    assert not moving.hit(item, "k") and not fixed.hit(item, "f")  # still counted without the timer
+    assert started == []
+
+
+def test_in_process_counters_sweep_what_has_expired(monkeypatch):
+    from limits import parse
+    from limits.strategies import MovingWindowRateLimiter
+
+    storage = ratelimit.SweptMemoryStorage()
+    limiter = MovingWindowRateLimiter(storage)
+    limiter.hit(parse("5/second"), "old")
+    old = next(iter(storage.events))
+    # Both clocks moved on by `later` seconds.
+    later, real_time, real_monotonic = [0.0], ratelimit.time.time, ratelimit.time.monotonic
+    monkeypatch.setattr(ratelimit.time, "time", lambda: real_time() + later[0])
+    monkeypatch.setattr(ratelimit.time, "monotonic", lambda: real_monotonic() + later[0])
+    storage._next_sweep = real_monotonic() + 2
+    later[0] = 1.5  # the entry has expired, the sweep is not due
+    limiter.hit(parse("5/second"), "new")
+    assert len(storage.events[old]) == 1
+    later[0] = 2.5
+    limiter.hit(parse("5/second"), "new")
+    assert storage.events[old] == []
+
+
+def test_without_redis_the_limits_count_in_a_swept_memory_store():
+    assert isinstance(ratelimit._limiter().storage, ratelimit.SweptMemoryStorage)
+
+
 @pytest.mark.django_db
 def test_pending_reservation_cap_answers_429_with_retry_after(alice_client):
     with _mediasite(MAX_PENDING_UPLOADS_PER_USER=2):
