@@ -47,7 +47,8 @@ def measure(pid: int) -> dict:
     processes = {}
     for p in tree(pid):
         try:
-            name = open(f"/proc/{p}/cmdline").read().split("\0")
+            # The command line, or the title the process gave itself (setproctitle).
+            name = open(f"/proc/{p}/cmdline").read()
             processes[p] = {"what": "celery" if "celery" in name else "gunicorn", **rollup(p)}
         except (FileNotFoundError, ProcessLookupError):
             pass

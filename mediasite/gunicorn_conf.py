@@ -12,8 +12,6 @@ each).
 import gc
 import multiprocessing
 import os
-import subprocess
-import sys
 
 from gunicorn import glogging
 
@@ -59,6 +57,7 @@ def when_ready(server):
         from media_app.startup import warm_up
 
         warm_up()
+    _start_embedded_worker(server)
 
 
 def pre_fork(server, worker):
@@ -77,20 +76,19 @@ def _wants_embedded_worker() -> bool:
     return not os.environ.get("REDIS_URL") and os.environ.get("MEDIASITE_EMBEDDED_WORKER", "true").lower() != "false"
 
 
-def on_starting(server):
-    """On the embedded default (no Redis) start one Celery worker, with the scheduler, beside
-    the web workers: background work (thumbnail pre-generation, scrub, garbage collection)
-    then runs in its own process at a lower priority. With Redis, run `make worker` and
-    `make beat` instead, on as many machines as you like."""
+def _start_embedded_worker(server):
+    """On the embedded default (no Redis) run one Celery worker, with the scheduler, beside the
+    web workers: background work (thumbnail pre-generation, scrub, garbage collection) then runs
+    in its own process at a lower priority. It is forked from this master, after the
+    application was loaded, so that it shares those pages (mediasite/embedded_worker.py). With
+    Redis, run `make worker` and `make beat` instead, on as many machines as you like."""
     if not _wants_embedded_worker():
         return
+    from mediasite import embedded_worker
+
     # Kept on the arbiter, not in this module: a HUP executes this file again as a new module,
     # whose on_exit would not know the worker and leave it running after gunicorn stops.
-    server.mediasite_embedded_worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "mediasite", "worker", "--beat-thread", "--pool", "solo",
-         "--loglevel", "info", "--without-mingle", "--without-gossip", "--without-heartbeat"],
-        preexec_fn=lambda: os.nice(10),
-    )
+    server.mediasite_embedded_worker = embedded_worker.start(server)
     server.log.info("Started the embedded Celery worker (pid %s)", server.mediasite_embedded_worker.pid)
 
 
@@ -100,7 +98,7 @@ def on_exit(server):
         embedded.terminate()
         try:
             embedded.wait(timeout=20)
-        except subprocess.TimeoutExpired:
+        except TimeoutError:
             embedded.kill()
 
 

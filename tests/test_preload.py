@@ -1,6 +1,7 @@
 """gunicorn's master (mediasite/gunicorn_conf.py): it imports the application and what its first
-requests need before forking the workers (media_app/startup.py), so those pages are shared; and
-the embedded Celery worker it starts ends with it, reloaded or not."""
+requests need before forking the workers (media_app/startup.py), so those pages are shared; the
+embedded Celery worker is forked from it too (mediasite/embedded_worker.py) and ends with it,
+reloaded or not."""
 import os
 import signal
 import subprocess
@@ -28,20 +29,69 @@ def _shared_dirty_kb(pid: int) -> int:
 
 @pytest.mark.parametrize("preload", ["true", "false"])
 def test_the_master_loads_what_the_workers_share(django_db_setup, tmp_path, preload):
-    server = start_server(tmp_path, MEDIASITE_PRELOAD_APP=preload)
+    server = start_server(tmp_path, MEDIASITE_PRELOAD_APP=preload, MEDIASITE_EMBEDDED_WORKER="true", REDIS_URL="")
     try:
         master = server.process.pid
         deadline = time.monotonic() + 20
-        while len(workers := _children(master)) < 2 and time.monotonic() < deadline:
+        # Two web workers and the embedded Celery worker (named once Celery has started).
+        while (len(children := _children(master)) < 3 or not _celery_children(master)) and time.monotonic() < deadline:
             time.sleep(0.1)
+        assert len(_celery_children(master)) == 1
         # libmagic and Pillow's core are loaded by warm_up, in the master only with preload.
         loaded = [_mapped(master, "libmagic") and _mapped(master, "PIL/_imaging")]
         if preload == "true":
             assert loaded == [True]
-            # Written by the master before the fork and not since: tens of MB, in every worker.
-            assert all(_shared_dirty_kb(pid) > 20 << 10 for pid in workers), [_shared_dirty_kb(p) for p in workers]
+            # Written by the master before the fork and not since: tens of MB, in every worker,
+            # the Celery worker included.
+            assert all(_shared_dirty_kb(pid) > 20 << 10 for pid in children), [_shared_dirty_kb(p) for p in children]
         else:
             assert loaded == [False]
+    finally:
+        stop_server(server)
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # LISTEN
+                    inodes.add(fields[9])
+    return inodes
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    return inodes
+
+
+def test_the_forked_celery_worker_holds_no_listening_socket_and_stops_on_its_own_term(transactional_db, tmp_path):
+    # A database the server's processes can open (its scheduler reads its tables).
+    server = start_server(tmp_path, MEDIASITE_EMBEDDED_WORKER="true", REDIS_URL="")
+    try:
+        master = server.process.pid
+        deadline = time.monotonic() + 20
+        while not (celery := _celery_children(master)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(celery) == 1 and f"Started the embedded Celery worker (pid {celery[0]})" in server.log()
+        listening = _listening_inodes(server.host_port[1])
+        assert listening and listening & _socket_inodes(master)
+        assert not listening & _socket_inodes(celery[0])
+        # A TERM to the worker alone is its own (a warm shutdown); the master goes on.
+        os.kill(celery[0], signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while _alive(celery[0]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(celery[0]), server.log()[-3000:]
+        assert server.process.poll() is None  # and the master goes on serving
     finally:
         stop_server(server)
 

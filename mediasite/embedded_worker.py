@@ -1,0 +1,94 @@
+"""The embedded Celery worker of the default setup (no Redis): one process beside gunicorn's
+workers, forked from gunicorn's master (mediasite/gunicorn_conf.py).
+
+Forked rather than started as a new program: with the application preloaded, the master has
+already imported Django, the views, Celery, Pillow and libmagic, and a forked worker shares
+those pages with it and with the web workers instead of importing a copy of its own
+(docs/PERFORMANCE.md, "Memory of the server").
+"""
+import gc
+import os
+import signal
+import sys
+import traceback
+
+# What the worker runs: the scheduler in a thread of its own (--beat-thread), one task at a time.
+WORKER_ARGV = ["worker", "--beat-thread", "--pool", "solo", "--loglevel", "info",
+               "--without-mingle", "--without-gossip", "--without-heartbeat"]
+
+
+class EmbeddedWorker:
+    """The forked worker as the master keeps it: the part of subprocess.Popen that on_exit uses."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                # gunicorn's arbiter waits for any child that ends, this one included.
+                self.returncode = 0
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def terminate(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float) -> int:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"embedded worker {self.pid} still running after {timeout} s")
+            time.sleep(0.05)
+        return self.returncode
+
+
+def start(server) -> EmbeddedWorker:
+    """Fork the worker from gunicorn's master (`server`, the arbiter); in the master, return it."""
+    from django.db import connections
+
+    connections.close_all()  # the child opens its own
+    gc.freeze()  # as before the web workers' forks: the collector would unshare these pages
+    pid = os.fork()
+    if pid:
+        return EmbeddedWorker(pid)
+    code = 1
+    try:
+        code = _run_worker(server)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        # Never back into the arbiter's code, whose copy in this child would act as the master.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _run_worker(server) -> int:
+    # The arbiter's handlers would queue this process's signals for a master loop it never runs.
+    for signum in (*server.SIGNALS, signal.SIGCHLD):
+        signal.signal(signum, signal.SIG_DFL)
+    # Held here, the master's listening sockets would stay bound after the master ended.
+    for listener in server.LISTENERS:
+        listener.close()
+    os.nice(10)  # background work yields to requests
+    # Celery names the process (with setproctitle) after its arguments, not gunicorn's.
+    sys.argv = ["celery", *WORKER_ARGV]
+    from mediasite.celery import app
+
+    app.worker_main(argv=WORKER_ARGV)
+    return 0
