@@ -194,7 +194,16 @@ def test_in_process_counters_sweep_what_has_expired(monkeypatch):
 
 
 def test_without_redis_the_limits_count_in_a_swept_memory_store():
-    assert isinstance(ratelimit._limiter().storage, ratelimit.SweptMemoryStorage)
+    with override_settings(REDIS_URL=""):
+        assert isinstance(ratelimit._limiter().storage, ratelimit.SweptMemoryStorage)
+    from media_app.federation import ratelimit as federation_ratelimit
+
+    federation_ratelimit._limiter = None
+    with override_settings(REDIS_URL=""):
+        try:
+            assert isinstance(federation_ratelimit.limiter().storage, ratelimit.SweptMemoryStorage)
+        finally:
+            federation_ratelimit._limiter = None
 
 
 @pytest.mark.django_db
