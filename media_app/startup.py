@@ -16,3 +16,10 @@ def warm_up() -> None:
 
     get_resolver().url_patterns  # imports every view module the URLconf names
     magic.from_buffer(b"\0" * 16, mime=True)  # loads libmagic's database into its shared instance
+    # Imported lazily by an upload's first task (its thumbnails) and by a download's first
+    # remote fetch (the outbound client and multipart, DNS for SRV records).
+    import dns.exception  # noqa: F401
+    import dns.resolver  # noqa: F401
+
+    from .federation import discovery, remote  # noqa: F401
+    from .tasks import thumbnails  # noqa: F401

@@ -5,6 +5,7 @@ reloaded or not."""
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -48,6 +49,21 @@ def test_the_master_loads_what_the_workers_share(django_db_setup, tmp_path, prel
             assert loaded == [False]
     finally:
         stop_server(server)
+
+
+def test_warm_up_loads_what_first_uploads_and_remote_fetches_import_lazily(tmp_path):
+    code = (
+        "import sys, django; django.setup()\n"
+        "from media_app.startup import warm_up\n"
+        "lazy = ['media_app.federation.remote', 'dns.resolver', 'media_app.tasks.thumbnails']\n"
+        "before = [m in sys.modules for m in lazy]\n"
+        "warm_up()\n"
+        "print(before, [m in sys.modules for m in lazy])\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mediasite.settings.production", "MEDIASITE_DATA_DIR": str(tmp_path),
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[False, False, False] [True, True, True]"
 
 
 def _listening_inodes(port: int) -> set[str]:
