@@ -10,6 +10,7 @@ import gc
 import os
 import signal
 import sys
+import time
 import traceback
 
 # What the worker runs: the scheduler in a thread of its own (--beat-thread), one task at a time.
@@ -45,8 +46,6 @@ class EmbeddedWorker:
             os.kill(self.pid, signal.SIGKILL)
 
     def wait(self, timeout: float) -> int:
-        import time
-
         deadline = time.monotonic() + timeout
         while self.poll() is None:
             if time.monotonic() >= deadline:
