@@ -16,6 +16,9 @@ import traceback
 # What the worker runs: the scheduler in a thread of its own (--beat-thread), one task at a time.
 WORKER_ARGV = ["worker", "--beat-thread", "--pool", "solo", "--loglevel", "info",
                "--without-mingle", "--without-gossip", "--without-heartbeat"]
+# A worker that ends is replaced, but not sooner than this after the last one started: one that
+# cannot start (a broken setting) is retried at this pace rather than forked in a loop.
+RESTART_DELAY_SECONDS = 5.0
 
 
 class EmbeddedWorker:
@@ -23,6 +26,7 @@ class EmbeddedWorker:
 
     def __init__(self, pid: int):
         self.pid = pid
+        self.started = time.monotonic()
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
@@ -52,6 +56,34 @@ class EmbeddedWorker:
                 raise TimeoutError(f"embedded worker {self.pid} still running after {timeout} s")
             time.sleep(0.05)
         return self.returncode
+
+
+def supervise(server) -> None:
+    """Start the worker and keep one running while gunicorn's master (`server`) serves: a worker
+    that ends (killed, out of memory) is replaced from the master's loop. Kept on the arbiter,
+    as `server.mediasite_embedded_worker`, for on_exit to stop it."""
+    server.mediasite_embedded_worker = start(server)
+    reap_workers, manage_workers = server.reap_workers, server.manage_workers
+
+    def reap_then_note_ours():
+        # Ours first: the arbiter's waitpid(-1) would take its exit status, and log nothing of it.
+        server.mediasite_embedded_worker.poll()
+        reap_workers()
+
+    def manage_then_restart():
+        manage_workers()
+        ended = server.mediasite_embedded_worker
+        # The master closes its listeners first when it stops: then nothing is replaced.
+        if (not server.LISTENERS or ended.poll() is None
+                or time.monotonic() - ended.started < RESTART_DELAY_SECONDS):
+            return
+        server.log.error("The embedded Celery worker (pid %s) ended with %s; starting another",
+                         ended.pid, ended.returncode)
+        server.mediasite_embedded_worker = start(server)
+        server.log.info("Started the embedded Celery worker (pid %s)", server.mediasite_embedded_worker.pid)
+
+    # Called by the arbiter's main loop on SIGCHLD, and once a second.
+    server.reap_workers, server.manage_workers = reap_then_note_ours, manage_then_restart
 
 
 def start(server) -> EmbeddedWorker:

@@ -80,15 +80,16 @@ def _start_embedded_worker(server):
     """On the embedded default (no Redis) run one Celery worker, with the scheduler, beside the
     web workers: background work (thumbnail pre-generation, scrub, garbage collection) then runs
     in its own process at a lower priority. It is forked from this master, after the
-    application was loaded, so that it shares those pages (mediasite/embedded_worker.py). With
-    Redis, run `make worker` and `make beat` instead, on as many machines as you like."""
+    application was loaded, so that it shares those pages, and replaced if it ends
+    (mediasite/embedded_worker.py). With Redis, run `make worker` and `make beat` instead, on
+    as many machines as you like."""
     if not _wants_embedded_worker():
         return
     from mediasite import embedded_worker
 
     # Kept on the arbiter, not in this module: a HUP executes this file again as a new module,
     # whose on_exit would not know the worker and leave it running after gunicorn stops.
-    server.mediasite_embedded_worker = embedded_worker.start(server)
+    embedded_worker.supervise(server)
     server.log.info("Started the embedded Celery worker (pid %s)", server.mediasite_embedded_worker.pid)
 
 

@@ -89,7 +89,7 @@ def _socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def test_the_forked_celery_worker_holds_no_listening_socket_and_stops_on_its_own_term(transactional_db, tmp_path):
+def test_the_forked_celery_worker_holds_no_listening_socket_and_is_replaced_when_it_ends(transactional_db, tmp_path):
     # A database the server's processes can open (its scheduler reads its tables).
     server = start_server(tmp_path, MEDIASITE_EMBEDDED_WORKER="true", REDIS_URL="")
     try:
@@ -101,15 +101,20 @@ def test_the_forked_celery_worker_holds_no_listening_socket_and_stops_on_its_own
         listening = _listening_inodes(server.host_port[1])
         assert listening and listening & _socket_inodes(master)
         assert not listening & _socket_inodes(celery[0])
-        # A TERM to the worker alone is its own (a warm shutdown); the master goes on.
-        os.kill(celery[0], signal.SIGTERM)
+        # Killed as the kernel's out-of-memory killer would: the master starts another.
+        os.kill(celery[0], signal.SIGKILL)
         deadline = time.monotonic() + 30
-        while _alive(celery[0]) and time.monotonic() < deadline:
+        while (_alive(celery[0]) or not (replaced := _celery_children(master))) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not _alive(celery[0]), server.log()[-3000:]
-        assert server.process.poll() is None  # and the master goes on serving
+        assert not _alive(celery[0]) and len(replaced) == 1 and replaced != celery, server.log()[-3000:]
+        assert f"The embedded Celery worker (pid {celery[0]}) ended with -9; starting another" in server.log()
+        assert server.process.poll() is None  # the master went on serving throughout
     finally:
         stop_server(server)
+    deadline = time.monotonic() + 30
+    while _alive(replaced[0]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(replaced[0])  # and the replacement stops with the master
 
 
 def _celery_children(pid: int) -> list[int]:
