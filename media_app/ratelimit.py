@@ -11,6 +11,7 @@ boundary cannot double the rate.
 
 `hit` raises errors.RateLimited (429 M_LIMIT_EXCEEDED with Retry-After) when over the limit.
 """
+import bisect
 import functools
 import ipaddress
 import logging
@@ -36,14 +37,15 @@ _build_lock = threading.Lock()
 
 
 class SweptMemoryStorage(MemoryStorage):
-    """`limits`' in-process counters, with their expired entries swept by the hits themselves
-    at most once every SWEEP_SECONDS instead of by a timer thread.
+    """`limits`' in-process counters, with what has expired swept by the hits themselves at
+    most once every SWEEP_SECONDS instead of by a timer thread.
 
     MemoryStorage starts a new 10 ms threading.Timer on a hit whenever the last one has run
     out, so under steady traffic nearly every hit starts a thread, and Thread.start waits until
     the new thread has run: while another thread of the process is busy in Python, up to two
     GIL switch intervals per hit (docs/PERFORMANCE.md, "Rate limits"). The sweep only bounds
-    memory: every read already ignores what has expired.
+    memory (every read already ignores what has expired): it removes the keys, and their locks,
+    of every client no longer counted, where MemoryStorage's own keeps an empty list for each.
     """
 
     SWEEP_SECONDS = 10.0
@@ -61,9 +63,33 @@ class SweptMemoryStorage(MemoryStorage):
             return
         try:
             self._next_sweep = time.monotonic() + self.SWEEP_SECONDS
-            self._MemoryStorage__expire_events()
+            self._sweep(time.time())
+        except Exception:  # never the hit's failure: the next sweep comes in SWEEP_SECONDS
+            logger.warning("Sweeping expired rate-limit counters failed", exc_info=True)
         finally:
             self._sweep_lock.release()
+
+    def _sweep(self, now: float) -> None:
+        # Moving windows: entries newest first, each with its expiry.
+        for key in list(self.events):
+            with self.locks[key]:
+                entries = self.events.get(key)
+                if entries is None:
+                    continue
+                kept = bisect.bisect_left(entries, -now, key=lambda entry: -entry.expiry)
+                if kept:
+                    self.events[key] = entries[:kept]
+                    continue
+                del self.events[key]
+                # A hit already waiting for this lock then writes to a fresh list: at worst one
+                # more hit is let through in that window.
+                self.locks.pop(key, None)
+        # Fixed windows: counters past their expiry (get() removes them too, when read).
+        for key, expiry in list(self.expirations.items()):
+            if expiry <= now:
+                self.storage.pop(key, None)
+                self.expirations.pop(key, None)
+                self.locks.pop(key, None)
 
 
 def counter_storage() -> Storage:

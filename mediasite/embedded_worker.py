@@ -72,18 +72,28 @@ def supervise(server) -> None:
 
     def manage_then_restart():
         manage_workers()
-        ended = server.mediasite_embedded_worker
-        # The master closes its listeners first when it stops: then nothing is replaced.
-        if (not server.LISTENERS or ended.poll() is None
-                or time.monotonic() - ended.started < RESTART_DELAY_SECONDS):
-            return
-        server.log.error("The embedded Celery worker (pid %s) ended with %s; starting another",
-                         ended.pid, ended.returncode)
-        server.mediasite_embedded_worker = start(server)
-        server.log.info("Started the embedded Celery worker (pid %s)", server.mediasite_embedded_worker.pid)
+        _restart_if_ended(server)
 
-    # Called by the arbiter's main loop on SIGCHLD, and once a second.
+    # Called by the arbiter's main loop on SIGCHLD and once a second; never while it stops.
     server.reap_workers, server.manage_workers = reap_then_note_ours, manage_then_restart
+
+
+def _restart_if_ended(server) -> None:
+    ended = server.mediasite_embedded_worker
+    if ended.poll() is None or time.monotonic() - ended.started < RESTART_DELAY_SECONDS:
+        return
+    server.log.error("The embedded Celery worker (pid %s) ended with %s; starting another",
+                     ended.pid, ended.returncode)
+    try:
+        server.mediasite_embedded_worker = start(server)
+    except Exception:
+        # Out of memory or processes, as when the last one was killed: the web workers go on,
+        # and the next try comes after the delay (an exception here would stop the master).
+        server.log.exception("Could not start the embedded Celery worker; trying again in %s s",
+                             RESTART_DELAY_SECONDS)
+        ended.started = time.monotonic()
+        return
+    server.log.info("Started the embedded Celery worker (pid %s)", server.mediasite_embedded_worker.pid)
 
 
 def start(server) -> EmbeddedWorker:
@@ -92,24 +102,46 @@ def start(server) -> EmbeddedWorker:
 
     connections.close_all()  # the child opens its own
     gc.freeze()  # as before the web workers' forks: the collector would unshare these pages
+    # What the master has buffered would otherwise be written by both processes.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    master = os.getpid()
     pid = os.fork()
     if pid:
         return EmbeddedWorker(pid)
     code = 1
     try:
-        code = _run_worker(server)
+        code = _run_worker(server, master)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
         traceback.print_exc()
     finally:
-        # Never back into the arbiter's code, whose copy in this child would act as the master.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        # Never back into the arbiter's code, whose copy in this child would act as the master:
+        # not even if flushing fails or a signal handler raises meanwhile.
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_IGN)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
 
 
-def _run_worker(server) -> int:
+def _die_with(master: int) -> None:
+    # Linux: a TERM when the master ends without stopping this worker (killed, crashed).
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != master:  # it ended before the line above
+        raise SystemExit(0)
+
+
+def _run_worker(server, master: int) -> int:
+    _die_with(master)
     # The arbiter's handlers would queue this process's signals for a master loop it never runs.
     for signum in (*server.SIGNALS, signal.SIGCHLD):
         signal.signal(signum, signal.SIG_DFL)
@@ -121,5 +153,5 @@ def _run_worker(server) -> int:
     sys.argv = ["celery", *WORKER_ARGV]
     from mediasite.celery import app
 
-    app.worker_main(argv=WORKER_ARGV)
-    return 0
+    # start(), not worker_main(), which drops the exit code of a worker that could not start.
+    return app.start(argv=WORKER_ARGV) or 0

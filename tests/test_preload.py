@@ -140,6 +140,7 @@ def test_the_embedded_worker_stops_with_gunicorn_after_a_reload(django_db_setup,
         os.kill(master, signal.SIGHUP)  # gunicorn reloads its configuration (this file again)
         time.sleep(3)
         assert _celery_children(master) == celery  # still the one worker, not a second
+        assert "starting another" not in server.log()
     finally:
         stop_server(server)
     deadline = time.monotonic() + 30
@@ -149,4 +150,27 @@ def test_the_embedded_worker_stops_with_gunicorn_after_a_reload(django_db_setup,
     if orphaned:  # not left behind: the worker and its beat process
         for pid in [*_children(celery[0]), celery[0]]:
             os.kill(pid, signal.SIGKILL)
+    assert not orphaned
+
+
+def test_the_embedded_worker_ends_when_the_master_is_killed(transactional_db, tmp_path):
+    server = start_server(tmp_path, MEDIASITE_EMBEDDED_WORKER="true", REDIS_URL="")
+    workers, celery = [], []
+    try:
+        master = server.process.pid
+        deadline = time.monotonic() + 20
+        while not (celery := _celery_children(master)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(celery) == 1
+        workers = [pid for pid in _children(master) if pid not in celery]
+        os.kill(master, signal.SIGKILL)  # no on_exit: the master cannot stop it itself
+        deadline = time.monotonic() + 30
+        while _alive(celery[0]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        orphaned = _alive(celery[0])
+    finally:
+        stop_server(server)
+        for pid in [*workers, *celery]:  # gunicorn's own workers notice their master's end themselves
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
     assert not orphaned

@@ -70,10 +70,11 @@ def worker_with_beat(transactional_db, tmp_path):
     subprocess.run([*celery, "purge", "-f"], cwd=ROOT, env=env, check=True, capture_output=True)
     log_path = tmp_path / "worker.log"
     log = open(log_path, "wb")
-    # The command line gunicorn uses for the embedded worker: the scheduler in the worker.
+    # The arguments gunicorn's master runs the embedded worker with: the scheduler in the worker.
+    from mediasite.embedded_worker import WORKER_ARGV
+
     process = subprocess.Popen(
-        [*celery, "worker", "--beat-thread", "--pool", "solo", "--loglevel", "info",
-         "--without-mingle", "--without-gossip", "--without-heartbeat"],
+        [*celery, *WORKER_ARGV],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     yield log_path

@@ -174,23 +174,27 @@ def test_in_process_counters_start_no_thread_on_a_hit(monkeypatch):
 
 def test_in_process_counters_sweep_what_has_expired(monkeypatch):
     from limits import parse
-    from limits.strategies import MovingWindowRateLimiter
+    from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 
     storage = ratelimit.SweptMemoryStorage()
     limiter = MovingWindowRateLimiter(storage)
     limiter.hit(parse("5/second"), "old")
     old = next(iter(storage.events))
+    FixedWindowRateLimiter(storage).hit(parse("5/second"), "counter")
+    counter = next(iter(storage.storage))
     # Both clocks moved on by `later` seconds.
     later, real_time, real_monotonic = [0.0], ratelimit.time.time, ratelimit.time.monotonic
     monkeypatch.setattr(ratelimit.time, "time", lambda: real_time() + later[0])
     monkeypatch.setattr(ratelimit.time, "monotonic", lambda: real_monotonic() + later[0])
     storage._next_sweep = real_monotonic() + 2
     later[0] = 1.5  # the entry has expired, the sweep is not due
-    limiter.hit(parse("5/second"), "new")
+    limiter.hit(parse("5/minute"), "new")
     assert len(storage.events[old]) == 1
     later[0] = 2.5
-    limiter.hit(parse("5/second"), "new")
-    assert storage.events[old] == []
+    limiter.hit(parse("5/minute"), "new")
+    assert old not in storage.events and old not in storage.locks  # nothing kept of a client gone
+    assert counter not in storage.storage and counter not in storage.expirations
+    assert len(storage.events[next(iter(storage.events))]) == 2  # the live key keeps its hits
 
 
 def test_without_redis_the_limits_count_in_a_swept_memory_store():
