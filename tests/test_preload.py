@@ -28,6 +28,33 @@ def _shared_dirty_kb(pid: int) -> int:
         return next(int(line.split()[1]) for line in rollup if line.startswith("Shared_Dirty:"))
 
 
+def _celery_children(pid: int) -> list[int]:
+    return [c for c in _children(pid) if b"celery" in open(f"/proc/{c}/cmdline", "rb").read()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _celery_started(master: int) -> list[int]:
+    """The master's Celery children, once there is one (within 20 s; named once Celery runs)."""
+    deadline = time.monotonic() + 20
+    while not (celery := _celery_children(master)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return celery
+
+
+def _ended(pid: int, within: float = 30) -> bool:
+    deadline = time.monotonic() + within
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not _alive(pid)
+
+
 @pytest.mark.parametrize("preload", ["true", "false"])
 def test_the_master_loads_what_the_workers_share(django_db_setup, tmp_path, preload):
     server = start_server(tmp_path, MEDIASITE_PRELOAD_APP=preload, MEDIASITE_EMBEDDED_WORKER="true", REDIS_URL="")
@@ -94,48 +121,30 @@ def test_the_forked_celery_worker_holds_no_listening_socket_and_is_replaced_when
     server = start_server(tmp_path, MEDIASITE_EMBEDDED_WORKER="true", REDIS_URL="")
     try:
         master = server.process.pid
-        deadline = time.monotonic() + 20
-        while not (celery := _celery_children(master)) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        celery = _celery_started(master)
         assert len(celery) == 1 and f"Started the embedded Celery worker (pid {celery[0]})" in server.log()
         listening = _listening_inodes(server.host_port[1])
         assert listening and listening & _socket_inodes(master)
         assert not listening & _socket_inodes(celery[0])
         # Killed as the kernel's out-of-memory killer would: the master starts another.
         os.kill(celery[0], signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while (_alive(celery[0]) or not (replaced := _celery_children(master))) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not _alive(celery[0]) and len(replaced) == 1 and replaced != celery, server.log()[-3000:]
+        assert _ended(celery[0])
+        replaced = _celery_started(master)
+        assert len(replaced) == 1 and replaced != celery, server.log()[-3000:]
         assert f"The embedded Celery worker (pid {celery[0]}) ended with -9; starting another" in server.log()
         assert server.process.poll() is None  # the master went on serving throughout
     finally:
         stop_server(server)
-    deadline = time.monotonic() + 30
-    while _alive(replaced[0]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _alive(replaced[0])  # and the replacement stops with the master
+    assert _ended(replaced[0])  # and the replacement stops with the master
 
 
-def _celery_children(pid: int) -> list[int]:
-    return [c for c in _children(pid) if b"celery" in open(f"/proc/{c}/cmdline", "rb").read()]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_the_embedded_worker_stops_with_gunicorn_after_a_reload(django_db_setup, tmp_path):
     server = start_server(tmp_path, MEDIASITE_EMBEDDED_WORKER="true", REDIS_URL="")
     try:
         master = server.process.pid
-        deadline = time.monotonic() + 20
-        while not (celery := _celery_children(master)) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        celery = _celery_started(master)
         assert len(celery) == 1
         os.kill(master, signal.SIGHUP)  # gunicorn reloads its configuration (this file again)
         time.sleep(3)
@@ -143,10 +152,7 @@ def test_the_embedded_worker_stops_with_gunicorn_after_a_reload(django_db_setup,
         assert "starting another" not in server.log()
     finally:
         stop_server(server)
-    deadline = time.monotonic() + 30
-    while _alive(celery[0]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    orphaned = _alive(celery[0])
+    orphaned = not _ended(celery[0])
     if orphaned:  # not left behind: the worker and its beat process
         for pid in [*_children(celery[0]), celery[0]]:
             os.kill(pid, signal.SIGKILL)
@@ -158,16 +164,11 @@ def test_the_embedded_worker_ends_when_the_master_is_killed(transactional_db, tm
     workers, celery = [], []
     try:
         master = server.process.pid
-        deadline = time.monotonic() + 20
-        while not (celery := _celery_children(master)) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        celery = _celery_started(master)
         assert len(celery) == 1
         workers = [pid for pid in _children(master) if pid not in celery]
         os.kill(master, signal.SIGKILL)  # no on_exit: the master cannot stop it itself
-        deadline = time.monotonic() + 30
-        while _alive(celery[0]) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        orphaned = _alive(celery[0])
+        orphaned = not _ended(celery[0])
     finally:
         stop_server(server)
         for pid in [*workers, *celery]:  # gunicorn's own workers notice their master's end themselves
