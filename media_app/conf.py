@@ -52,6 +52,8 @@ DEFAULTS = {
     "REMOTE_DOWNLOAD_BYTES_PER_USER": 1 << 30,
     "REMOTE_DOWNLOAD_WINDOW_SECONDS": 3600,
     "REMOTE_FETCHES_PER_ORIGIN": 16,
+    # Other servers' key fetches one client address may cause (a `limits` rate; empty: off).
+    "KEY_FETCH_RATE_PER_IP": "30/minute",
     "UPLOAD_CHUNK_BYTES": 1 << 20,
     # Proxies (addresses or CIDR networks, "*" for any) whose X-Forwarded-For names the client
     # for per-address rate limits; gunicorn trusts their X-Forwarded-Proto from the same setting.

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models import Q
 
 from .models import AccessToken, Blob, Media, MediaStatus, Thumbnail
 
@@ -234,3 +235,9 @@ def quarantined_content_of_size(*, low: int, high: int) -> bool:
     be) between `low` and `high` bytes long: bytes of any other length cannot be quarantined
     content."""
     return _fetchone(connections[DEFAULT_DB_ALIAS], _quarantined_size_sql, [low, high, low, high]) is not None
+
+
+def unused_since(before: datetime) -> Q:
+    """Rows (media, thumbnails) not used since `before`: last accessed before it or, never
+    accessed, made before it (cached, uploaded, rendered)."""
+    return Q(last_access_ts__lt=before) | Q(last_access_ts__isnull=True, created_ts__lt=before)

@@ -2,9 +2,11 @@
 
 Only globally routable unicast addresses are allowed, unless an operator's CIDR in
 MEDIASITE_OUTBOUND_ALLOWLIST opens a range. IPv6 forms that carry an IPv4 address (IPv4-mapped,
-IPv4-compatible, 6to4, NAT64, Teredo) are judged by the IPv4 address they lead to, so
-`::ffff:127.0.0.1` or `64:ff9b::a9fe:a9fe` cannot reach what `127.0.0.1` or `169.254.169.254`
-cannot. The check runs on the address a socket actually connected to (see client.py), so a
+IPv4-translated, IPv4-compatible, 6to4, well-known NAT64, Teredo) are judged by the IPv4
+address they lead to, so `::ffff:127.0.0.1` or `64:ff9b::a9fe:a9fe` cannot reach what
+`127.0.0.1` or `169.254.169.254` cannot. The local-use NAT64 prefix `64:ff9b:1::/48` is refused
+whole: a translator may use any prefix length within it, so where its IPv4 address lies (and
+whether the rest is a suffix the requester chose) cannot be known here. The check runs on the address a socket actually connected to (see client.py), so a
 name that resolves differently between check and use gains nothing.
 """
 import functools
@@ -21,9 +23,11 @@ _BLOCKED_V4 = [ipaddress.ip_network(n) for n in (
 )]
 _BLOCKED_V6 = [ipaddress.ip_network(n) for n in (
     "::/128", "::1/128", "100::/64", "2001:db8::/32", "fc00::/7", "fe80::/10", "fec0::/10",
-    "ff00::/8", "2001::/23",
+    "ff00::/8", "2001::/23", "64:ff9b:1::/48",
 )]
-_NAT64 = [ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48")]
+# The IPv4 address in the last 32 bits: the well-known NAT64 prefix, and SIIT's IPv4-translated
+# addresses (::ffff:0:a.b.c.d).
+_V4_IN_LOW_BITS = [ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::ffff:0:0:0/96")]
 _V4_COMPAT = ipaddress.ip_network("::/96")
 
 
@@ -48,7 +52,7 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
         return ip.sixtofour
     if ip.teredo:
         return ip.teredo[1]
-    if any(ip in net for net in _NAT64) or (ip in _V4_COMPAT and int(ip) > 1):
+    if any(ip in net for net in _V4_IN_LOW_BITS) or (ip in _V4_COMPAT and int(ip) > 1):
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 

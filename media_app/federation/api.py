@@ -2,7 +2,7 @@
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 
-from .. import errors, storage
+from .. import errors, ratelimit, storage
 from ..api.endpoint import Access, Endpoint
 from ..api.schema import DOWNLOAD_ERRORS, THUMBNAIL_PARAMETERS, TIMEOUT_MS, endpoint_schema
 from ..api.serving import content_disposition
@@ -40,6 +40,7 @@ class FederationEndpoint(Endpoint):
             # The exact path and query the requester signed (gunicorn keeps it in RAW_URI).
             uri=request.META.get("RAW_URI") or request.get_full_path(),
             authorization=request.headers.get("Authorization"),
+            requester_ip=ratelimit.client_ip(request),
         )
         return None
 

@@ -355,7 +355,11 @@ def request(method: str, target: Target, path: str, *, headers: dict | None = No
         if hops > MAX_REDIRECTS:
             raise OutboundError("Too many redirects")
         next_url = urljoin(response.url, location)
-        target = Target.from_url(next_url)
+        relative = urlsplit(location)
+        if relative.scheme or relative.netloc:
+            target = Target.from_url(next_url)
+        # else the same server: the same connection target, and still its name for Host and the
+        # certificate (not the SRV target's, which response.url is written with)
         parts = urlsplit(next_url)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         # Credentials meant for the first server never travel to wherever it points.

@@ -3,7 +3,14 @@
 The key is created on first start in the data directory (owner-only, created atomically so
 concurrent first starts agree on one key) in Synapse's file format, and is never logged.
 Other servers' verify keys are fetched from their `/_matrix/key/v2/server`, checked to be
-self-signed by the keys they list, and cached until their `valid_until_ts` (capped).
+self-signed by the keys they list, cached until their `valid_until_ts` (capped), and not used
+past it.
+
+A request to the federation endpoints names its origin before anything is verified, so a key
+fetch is something anyone can ask of us: each server's keys are fetched by one request at a
+time across every process (the others wait for it), a failed fetch is answered from memory for
+KEY_FAILURE_CACHE_SECONDS, and the fetches one client address causes are rate-limited
+(MEDIASITE_KEY_FETCH_RATE_PER_IP), so made-up origins cannot turn us into a load generator.
 """
 import io
 import logging
@@ -20,6 +27,7 @@ from unpaddedbase64 import decode_base64
 
 from mediasite import secret_files
 
+from .. import errors, ratelimit, singleflight
 from ..conf import media_settings
 from . import client, discovery
 
@@ -31,6 +39,7 @@ KEY_RESPONSE_VALIDITY_MS = 24 * 3600 * 1000
 MAX_REMOTE_KEY_CACHE_SECONDS = 7 * 24 * 3600
 MIN_REMOTE_KEY_CACHE_SECONDS = 60
 MAX_KEY_RESPONSE_BYTES = 64 * 1024
+KEY_FAILURE_CACHE_SECONDS = 60
 
 _lock = threading.Lock()
 _signing_key = None
@@ -99,8 +108,13 @@ def _cache_key(server_name: str) -> str:
     return f"mediasite:fed:keys:{server_name}"
 
 
+def _fetch_seconds() -> float:
+    return media_settings.OUTBOUND_CONNECT_TIMEOUT_SECONDS + media_settings.OUTBOUND_READ_TIMEOUT_SECONDS
+
+
 def _fetch_keys(server_name: str) -> dict:
-    deadline = client.Deadline(media_settings.OUTBOUND_CONNECT_TIMEOUT_SECONDS + media_settings.OUTBOUND_READ_TIMEOUT_SECONDS)
+    """Fetch, check and cache the server's keys; the cache entry."""
+    deadline = client.Deadline(_fetch_seconds())
     target = discovery.resolve(server_name, deadline=deadline)
     try:
         with client.request("GET", target, "/_matrix/key/v2/server", deadline=deadline) as response:
@@ -127,19 +141,58 @@ def _fetch_keys(server_name: str) -> dict:
         raise KeyFetchFailed("key response lists no keys")
     ttl = valid_until_ms / 1000 - time.time()
     ttl = int(min(max(ttl, MIN_REMOTE_KEY_CACHE_SECONDS), MAX_REMOTE_KEY_CACHE_SECONDS))
-    caches["federation"].set(_cache_key(server_name), {"keys": keys, "valid_until_ms": valid_until_ms, "fetched": time.time()}, ttl)
-    return keys
+    entry = {"keys": keys, "valid_until_ms": valid_until_ms, "fetched": time.time()}
+    caches["federation"].set(_cache_key(server_name), entry, ttl)
+    return entry
 
 
-def verify_key_for(server_name: str, kid: str):
-    """The verify key `kid` of `server_name`, fetched from its key server when unknown.
+def verify_key_for(server_name: str, kid: str, *, requester_ip: str = "") -> object:
+    """The verify key `kid` of `server_name`, valid now, fetched from its key server when it is
+    not known (or known only expired).
 
-    An unknown key ID refetches at most once a minute per server, so a stream of requests
-    with made-up key IDs cannot turn us into a load generator against the claimed origin."""
+    A key ID not among those fetched, or keys past their `valid_until_ts`, refetch at most once
+    a minute per server; a failed fetch is not retried for KEY_FAILURE_CACHE_SECONDS. Raises
+    KeyFetchFailed, FederationUnauthorized (the fetch failed, now or lately), or RateLimited
+    (`requester_ip` has caused too many fetches)."""
+    asked_at = time.time()
     entry = caches["federation"].get(_cache_key(server_name))
-    keys = entry["keys"] if entry else None
-    if keys is None or (kid not in keys and time.time() - entry["fetched"] > MIN_REMOTE_KEY_CACHE_SECONDS):
-        keys = _fetch_keys(server_name)
-    if kid not in keys:
-        raise KeyFetchFailed("the server does not publish that key")
-    return decode_verify_key_bytes(kid, decode_base64(keys[kid]))
+    if entry is None or not _usable(entry, kid, asked_at):
+        if entry is not None and asked_at - entry["fetched"] <= MIN_REMOTE_KEY_CACHE_SECONDS:
+            raise KeyFetchFailed("the server does not publish that key, or its keys have expired")
+        entry = _fetch_once(server_name, requester_ip, fetched_since=asked_at)
+        if not _usable(entry, kid, time.time()):
+            raise KeyFetchFailed("the server does not publish that key, or its keys have expired")
+    return decode_verify_key_bytes(kid, decode_base64(entry["keys"][kid]))
+
+
+def _usable(entry: dict, kid: str, now: float) -> bool:
+    return kid in entry["keys"] and entry["valid_until_ms"] > now * 1000
+
+
+def _fetch_once(server_name: str, requester_ip: str, *, fetched_since: float) -> dict:
+    """A fetch of the server's keys made since `fetched_since`: this request's own, or the one
+    another request (in any process) is making; its failure is remembered for a while."""
+    flight = f"server-keys:{server_name}"
+
+    def fresh() -> dict | None:
+        entry = caches["federation"].get(_cache_key(server_name))
+        return entry if entry is not None and entry["fetched"] >= fetched_since else None
+
+    def fetch() -> dict:
+        ratelimit.hit(rule=media_settings.KEY_FETCH_RATE_PER_IP, scope="key-fetch-ip", key=requester_ip or "unknown",
+                      message="Too many requests naming servers whose keys are not known")
+        try:
+            return _fetch_keys(server_name)
+        except KeyFetchFailed as exc:
+            logger.info("Fetching the signing keys of %s failed: %s", server_name, exc)
+            raise errors.FederationUnauthorized("Could not fetch the origin's signing keys") from None
+
+    try:
+        singleflight.raise_if_failed(flight)
+        return singleflight.run_once(
+            flight, lookup=fresh, compute=fetch, lease=_fetch_seconds() + 10, timeout=_fetch_seconds(),
+            # A refused requester says nothing about the server: only its own failures are remembered.
+            failure_ttl=lambda exc: 0.0 if isinstance(exc, errors.RateLimited) else KEY_FAILURE_CACHE_SECONDS,
+        )
+    except errors.FlightTimedOut:
+        raise KeyFetchFailed("the server's keys are still being fetched") from None

@@ -75,8 +75,16 @@ def charge_user_bytes(user, size: int) -> None:
         logger.warning("Remote-byte limit storage unavailable; %s bytes not counted", size, exc_info=True)
 
 
+def _origin_key(origin: str) -> str:
+    # Host names are case-insensitive: `Origin.Example` is the same server as `origin.example`,
+    # and must not get slots of its own. (An explicit port is kept: it can change where
+    # discovery leads.)
+    return origin.lower()
+
+
 def acquire_origin_slot(origin: str, *, hold_seconds: float) -> str:
     """A flight ID holding one of the origin's concurrent-fetch slots, or 429."""
+    origin = _origin_key(origin)
     flight = uuid.uuid4().hex
     now = time.time()
     cap = media_settings.REMOTE_FETCHES_PER_ORIGIN
@@ -112,6 +120,7 @@ def acquire_origin_slot(origin: str, *, hold_seconds: float) -> str:
 
 
 def release_origin_slot(origin: str, flight: str) -> None:
+    origin = _origin_key(origin)
     url = _redis_url()
     if url:
         try:

@@ -43,8 +43,9 @@ def parse_header(value: str) -> dict:
     return parsed
 
 
-def verify_request(*, method: str, uri: str, authorization: str | None, content=None) -> str:
-    """The origin server name of a correctly signed request to us, or raise (401/403)."""
+def verify_request(*, method: str, uri: str, authorization: str | None, content=None, requester_ip: str = "") -> str:
+    """The origin server name of a correctly signed request to us, or raise (401/403; 429 when
+    `requester_ip` has made us fetch too many servers' keys)."""
     if not authorization:
         raise errors.FederationUnauthorized("Missing X-Matrix signature")
     params = parse_header(authorization)
@@ -68,7 +69,7 @@ def verify_request(*, method: str, uri: str, authorization: str | None, content=
     if content is not None:
         request["content"] = content
     try:
-        verify_key = keys.verify_key_for(origin, kid)
+        verify_key = keys.verify_key_for(origin, kid, requester_ip=requester_ip)
     except keys.KeyFetchFailed:
         raise errors.FederationUnauthorized("Could not fetch the origin's signing keys") from None
     try:

@@ -2,11 +2,12 @@
 from datetime import datetime, timezone as dt_timezone
 
 from django.contrib.auth import get_user_model
-from django.db.models import F, Q
+from django.db.models import F
 
 from .. import errors
 from ..conf import media_settings
 from ..models import Media, MediaOrigin, MediaStatus
+from ..selectors import unused_since
 from .models import ModerationAction, ModerationRequest, RequestStatus
 
 USER_MEDIA_ORDER = {
@@ -67,7 +68,7 @@ def local_media_unused_since(*, before_ts_ms: int, size_gt: int):
     return (
         Media.objects.filter(origin=MediaOrigin.LOCAL, status=MediaStatus.STORED, protected=False,
                              media_length__gt=size_gt)
-        .filter(Q(last_access_ts__lt=before) | Q(last_access_ts__isnull=True, created_ts__lt=before))
+        .filter(unused_since(before))
         .order_by("created_ts", "pk")
     )
 

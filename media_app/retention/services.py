@@ -25,6 +25,7 @@ from django.db.models import Exists, OuterRef, Q, Sum
 from django.utils import timezone
 
 from .. import events, singleflight, state
+from ..selectors import unused_since
 from ..conf import media_settings
 from ..models import Blob, Media, MediaOrigin, MediaStatus, Thumbnail
 from ..moderation.models import ModerationAction, ModerationRequest, RequestStatus
@@ -116,11 +117,6 @@ def retention_policy(*, now: datetime | None = None, remote_before: datetime | N
 _NOTHING = Q(pk__in=[])
 
 
-def _unused_since(before: datetime) -> Q:
-    # Never accessed counts from when the row was made (cached, uploaded, rendered).
-    return Q(last_access_ts__lt=before) | Q(last_access_ts__isnull=True, created_ts__lt=before)
-
-
 # A report's row may commit a little after its timestamp, stamped by another node's clock.
 REPORT_CLOCK_MARGIN = timedelta(minutes=5)
 
@@ -153,7 +149,7 @@ def _remote_q(before: datetime | None, *, under_review: Q = _NOTHING) -> Q:
     if before is None:
         return _NOTHING
     return (Q(origin=MediaOrigin.REMOTE, status=MediaStatus.STORED, protected=False,
-              blob__isnull=False, blob__quarantined=False) & _unused_since(before) & ~under_review)
+              blob__isnull=False, blob__quarantined=False) & unused_since(before) & ~under_review)
 
 
 def _thumbnail_q(before: datetime | None) -> Q:
@@ -163,7 +159,7 @@ def _thumbnail_q(before: datetime | None) -> Q:
     # Renditions of a source no media refers to any more can never be served.
     orphaned = ~Exists(media_of_source)
     kept = Exists(media_of_source.filter(Q(protected=True) | Q(status=MediaStatus.QUARANTINED)))
-    return (_unused_since(before) | Q(orphaned)) & Q(source__quarantined=False) & ~Q(kept)
+    return (unused_since(before) | Q(orphaned)) & Q(source__quarantined=False) & ~Q(kept)
 
 
 def _reservations_q(now: datetime) -> Q:
@@ -176,7 +172,7 @@ def _local_q(policy: RetentionPolicy, *, under_review: Q = _NOTHING) -> Q | None
     if policy.local_created_before is not None:
         clauses.append(Q(created_ts__lt=policy.local_created_before))
     if policy.local_idle_before is not None:
-        clauses.append(_unused_since(policy.local_idle_before))
+        clauses.append(unused_since(policy.local_idle_before))
     if not clauses:
         return None
     return (Q(origin=MediaOrigin.LOCAL, status=MediaStatus.STORED, protected=False,

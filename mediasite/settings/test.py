@@ -22,9 +22,10 @@ SECRET_KEY = "test-only-secret-key-not-for-production-use-000000000000"
 MEDIASITE["ACCESS_FLUSH_THREAD"] = False
 # Tests that want pre-generated thumbnails turn it on; elsewhere it would race the test's rows.
 MEDIASITE["THUMBNAIL_PREGENERATE"] = False
-# Hundreds of uploads by the same user from 127.0.0.1 across the suite: rate limits are turned
-# on by the tests that test them (tests/security/test_quotas.py).
-MEDIASITE["UPLOAD_RATE_PER_USER"] = MEDIASITE["UPLOAD_RATE_PER_IP"] = ""
+# Hundreds of uploads by the same user (and key fetches) from 127.0.0.1 across the suite: rate
+# limits are turned on by the tests that test them (tests/security/test_quotas.py,
+# tests/federation/test_request_auth.py).
+MEDIASITE["UPLOAD_RATE_PER_USER"] = MEDIASITE["UPLOAD_RATE_PER_IP"] = MEDIASITE["KEY_FETCH_RATE_PER_IP"] = ""
 # Tasks run inline unless a test hands them to a real worker process.
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True

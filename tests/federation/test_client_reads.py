@@ -2,8 +2,10 @@
 import io
 
 import urllib3
+from django.test import override_settings
 
 from media_app.federation import client
+from tests.federation.origin import Origin
 
 
 class _Body(io.BytesIO):
@@ -52,3 +54,20 @@ def test_a_length_is_plain_ascii_digits_or_none():
     # Headers are decoded as latin-1: "\xb2" is a digit to str.isdigit(), and not to int().
     assert client.parse_length("\xb2") is None
     assert client.parse_length("-1") is None and client.parse_length("") is None and client.parse_length(None) is None
+
+
+def test_a_relative_redirect_keeps_the_server_name_of_a_discovered_target(settings):
+    # As after SRV discovery: the connection goes to one host, Host names the server.
+    origin = Origin("127.0.0.3")
+    try:
+        origin.on("first", "redirect", "/_matrix/media/v3/download/origin.test/second")
+        origin.on("second", "bytes", b"moved")
+        target = client.Target("http", "127.0.0.3", origin.port, "origin.test", "origin.test")
+        with override_settings(MEDIASITE={**settings.MEDIASITE, "OUTBOUND_ALLOWLIST": ["127.0.0.3/32"]}):
+            with client.request("GET", target, "/redirect/first", deadline=client.Deadline(10),
+                                follow_redirects=True) as response:
+                assert response.read_all(100) == b"moved"
+        assert origin.count("second") == 1
+        assert origin.host_headers == ["origin.test", "origin.test"]
+    finally:
+        origin.stop()
