@@ -16,6 +16,15 @@ def request_token(request) -> str | None:
     return request.GET.get("access_token") or None
 
 
+def _missing_token_message(request) -> str | None:
+    """Why no token was found, when a header was sent: its scheme (Token, Basic) is not Bearer.
+    The errcode stays M_MISSING_TOKEN, which Matrix clients act on; only the text says more."""
+    scheme = request.META.get("HTTP_AUTHORIZATION", "").strip().partition(" ")[0]
+    if scheme and scheme.lower() != "bearer":
+        return "The Authorization header must use the Bearer scheme: Authorization: Bearer <token>"
+    return None
+
+
 def user_for_token(token: str, request):
     """The user of a token minted here or, with MEDIASITE_HOMESERVER_URL, of one the homeserver
     vouches for (services.delegated_auth); None if neither knows it. Our own tokens (PREFIX)
@@ -33,7 +42,7 @@ def authenticate_request(request):
     """The user behind the request's token, or MissingToken / UnknownToken."""
     token = request_token(request)
     if token is None:
-        raise errors.MissingToken()
+        raise errors.MissingToken(_missing_token_message(request))
     user = user_for_token(token, request)
     if user is None:
         raise errors.UnknownToken()

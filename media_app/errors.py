@@ -203,6 +203,16 @@ def is_database_full(exc: BaseException) -> bool:
     return getattr(cause, "sqlstate", None) == "53100" or "database or disk is full" in str(exc)
 
 
+class RangeNotSatisfiable(MediasiteError):
+    """A well-formed Range wholly outside the content (RFC 9110: 416, with the size in
+    Content-Range so the client can ask again)."""
+
+    code, status, errcode, message = "RANGE_NOT_SATISFIABLE", 416, "M_UNKNOWN", "The requested range lies outside the content"
+
+    def __init__(self, message=None, *, size: int | None = None):
+        super().__init__(message, headers={} if size is None else {"Content-Range": f"bytes */{size}"})
+
+
 class BlobMissing(MediasiteError):
     """The row exists but its bytes do not: a server-side fault, not the client's."""
 

@@ -43,6 +43,8 @@ class RedactingLogger(glogging.Logger):
 
 logger_class = RedactingLogger
 forwarded_allow_ips = os.environ.get("MEDIASITE_FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Unused here, and its default path (~/.gunicorn/gunicorn.ctl) is one per user: two instances clash.
+control_socket_disable = True
 
 # The application is imported once, in the master, and the workers are forked from it: the
 # pages of what it imported stay shared between the processes instead of being one copy each.

@@ -21,11 +21,14 @@ def request_body(request) -> tuple[object, int | None]:
 
 RAW, MULTIPART = "raw", "multipart"
 UPLOAD_ACCEPTS = (
-    "Send the file as the raw request body (any Content-Type; the type is detected from the bytes) "
-    "or as multipart/form-data with one or more `file` parts"
+    "Send the file as the raw request body, with any Content-Type but application/x-www-form-urlencoded "
+    "and multipart/* (or none; the type is detected from the bytes), or as multipart/form-data with "
+    "one or more `file` parts"
 )
 # Bodies that are neither a file nor a multipart form: refused, so a form is never stored as content.
 _REFUSED_UPLOAD_TYPES = ("application/x-www-form-urlencoded", "multipart/")
+# The usual way to send a form by mistake: curl's --data-binary without a Content-Type.
+_FORM_HINT = " (curl --data-binary sends it unless given one, e.g. -H 'Content-Type: application/octet-stream')"
 
 
 def upload_body_kind(request) -> str:
@@ -34,5 +37,6 @@ def upload_body_kind(request) -> str:
     if content_type == "multipart/form-data":
         return MULTIPART
     if content_type.startswith(_REFUSED_UPLOAD_TYPES):
-        raise errors.UnsupportedContentType(f"{content_type} is not accepted. {UPLOAD_ACCEPTS}.")
+        hint = _FORM_HINT if content_type == "application/x-www-form-urlencoded" else ""
+        raise errors.UnsupportedContentType(f"{content_type} is not accepted{hint}. {UPLOAD_ACCEPTS}.")
     return RAW

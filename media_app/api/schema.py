@@ -113,7 +113,13 @@ class MediasiteAutoSchema(AutoSchema):
             ref = self.resolve_serializer(serializer, "response").ref
             responses = operation.setdefault("responses", {})
             for status, classes in by_status.items():
-                responses.setdefault(status, _error_response(ref, classes, for_servers=for_servers))
+                response = _error_response(ref, classes, for_servers=for_servers)
+                # Headers declared for an error status (binary_parameters: Content-Range on a 416),
+                # which drf-spectacular attaches only to the responses it builds itself.
+                headers = self._get_response_headers_for_code(status)
+                if headers:
+                    response["headers"] = headers
+                responses.setdefault(status, response)
             operation["responses"] = dict(sorted(responses.items()))
         return operation
 
@@ -240,7 +246,6 @@ def binary_responses() -> dict:
         (206, "*/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The requested byte range"),
         304: OpenApiResponse(description="Not modified (If-None-Match matched the ETag)"),
         307: OpenApiResponse(description="Redirect to the storage backend (allow_redirect=true, when enabled)"),
-        416: OpenApiResponse(description="The range lies outside the content; Content-Range gives its size"),
     }
 
 
@@ -248,6 +253,9 @@ DOWNLOAD_ERRORS = [
     errors.InvalidParam, errors.MediaNotFound, errors.MediaQuarantined, errors.MediaNotYetUploaded,
     errors.StorageUnavailable,
 ]
+# What serves stored bytes, with ranges (416 is an error body like any other); the federation's
+# multipart answers take no Range and keep DOWNLOAD_ERRORS.
+SERVING_ERRORS = [*DOWNLOAD_ERRORS, errors.RangeNotSatisfiable]
 UPLOAD_ERRORS = [
     errors.MediaTooLarge, errors.MediaTooManyPixels, errors.UploadIncomplete, errors.StorageUnavailable,
 ]

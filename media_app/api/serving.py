@@ -53,15 +53,11 @@ def _etag_matches(header: str, etag: str) -> bool:
     return etag in candidates
 
 
-class Unsatisfiable(Exception):
-    pass
-
-
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """The (start, end-inclusive) of a single byte range; None to serve the whole file.
 
     Multiple ranges and malformed headers are ignored (RFC 9110 allows serving the whole
-    representation instead); a well-formed range outside the file is Unsatisfiable (416).
+    representation instead); a well-formed range outside the file is RangeNotSatisfiable (416).
     """
     if not header:
         return None
@@ -74,14 +70,14 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not first:  # suffix range: the last N bytes
         suffix = int(last)
         if suffix == 0 or size == 0:
-            raise Unsatisfiable()
+            raise errors.RangeNotSatisfiable(size=size)
         return max(0, size - suffix), size - 1
     start = int(first)
     end = int(last) if last else size - 1
     if last and end < start:
         return None
     if start >= size:
-        raise Unsatisfiable()
+        raise errors.RangeNotSatisfiable(size=size)
     return start, min(end, size - 1)
 
 
@@ -284,12 +280,7 @@ def serve_stored(request, *, alias: str, key: str, size: int, sha256: str, media
     if_range = request.META.get("HTTP_IF_RANGE")
     if if_range and if_range.strip() != etag:
         range_header = None  # the client's partial copy is of other content
-    try:
-        window = parse_range(range_header, size)
-    except Unsatisfiable:
-        response = HttpResponse(status=416)
-        response["Content-Range"] = f"bytes */{size}"
-        return _with_headers(response, headers, drop=("Content-Type", "Content-Disposition"))
+    window = parse_range(range_header, size)  # a RangeNotSatisfiable is rendered as JSON by the endpoint
 
     status, start, length = 200, 0, size
     if window is not None:

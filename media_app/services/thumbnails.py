@@ -26,6 +26,8 @@ METHODS = ("crop", "scale")
 
 
 def parse_request(width, height, method, animated) -> tuple[int, int, str, bool]:
+    if width in (None, "") or height in (None, ""):
+        raise errors.InvalidParam("width and height are required")
     try:
         w, h = int(width), int(height)
     except (TypeError, ValueError):

@@ -223,5 +223,7 @@ LOGGING = {
         # and still records every 5xx.
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "ERROR"},
+        # Its version banner on every start of every process and command, `create_token` included.
+        "axes.apps": {"level": "WARNING"},
     },
 }

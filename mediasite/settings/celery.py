@@ -13,7 +13,8 @@ if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
 else:
     BROKER_DIR = DATA_DIR / "broker"
-    CELERY_BROKER_URL = "filesystem://"
+    # The transport ignores the host; naming one keeps kombu from warning that none was given.
+    CELERY_BROKER_URL = "filesystem://localhost//"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR),
         "data_folder_out": str(BROKER_DIR),

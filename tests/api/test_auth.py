@@ -25,6 +25,21 @@ def test_missing_token(client, header):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("header", ["Token mst_abc", "Basic YWxpY2U6cHc=", "token"])
+def test_another_scheme_than_bearer_is_a_missing_token_that_names_the_scheme(client, alice_token, header):
+    """Still M_MISSING_TOKEN (Matrix clients act on it), with a message saying what to send."""
+    header = header.replace("mst_abc", alice_token)
+    response = client.get("/_matrix/client/v1/media/config", HTTP_AUTHORIZATION=header)
+    assert response.status_code == 401
+    body = response.json()
+    assert body["errcode"] == "M_MISSING_TOKEN" and body["code"] == "AUTH_MISSING_TOKEN"
+    assert body["error"] == "The Authorization header must use the Bearer scheme: Authorization: Bearer <token>"
+    # Without a header, or with Bearer and nothing after it, the token is simply missing.
+    for extra in ({}, {"HTTP_AUTHORIZATION": "Bearer "}):
+        assert client.get("/_matrix/client/v1/media/config", **extra).json()["error"] == "Missing access token"
+
+
+@pytest.mark.django_db
 def test_unknown_token(client):
     for extra, query in (({"HTTP_AUTHORIZATION": "Bearer mst_nope"}, ""), ({}, "?access_token=nope")):
         response = client.get("/_matrix/client/v1/media/config" + query, **extra)

@@ -101,18 +101,28 @@ def test_ranges(alice_client, stored, header, status, start, end):
         assert "Content-Range" not in response
 
 
+def native_content_url(mxc_path: str) -> str:
+    return f"/api/v1/media/{mxc_path}/content"
+
+
 @pytest.mark.django_db
+@pytest.mark.parametrize("url", [download_url, native_content_url], ids=["matrix", "native"])
 @pytest.mark.parametrize("header", [f"bytes={len(DATA)}-", "bytes=999999-", "bytes=-0"])
-def test_unsatisfiable_range_is_416(alice_client, stored, header):
-    response = alice_client.get(download_url(stored), HTTP_RANGE=header)
+def test_unsatisfiable_range_is_a_json_416_with_the_size(alice_client, stored, header, url):
+    """README: every error is JSON, a 416 too; Content-Range still gives the size (RFC 9110)."""
+    response = alice_client.get(url(stored), HTTP_RANGE=header)
     assert response.status_code == 416
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"errcode": "M_UNKNOWN", "code": "RANGE_NOT_SATISFIABLE",
+                               "error": "The requested range lies outside the content"}
     assert response["Content-Range"] == f"bytes */{len(DATA)}"
 
 
 @pytest.mark.django_db
 def test_range_on_empty_file(alice_client):
     mxc = upload(alice_client, b"")
-    assert alice_client.get(download_url(mxc), HTTP_RANGE="bytes=0-").status_code == 416
+    response = alice_client.get(download_url(mxc), HTTP_RANGE="bytes=0-")
+    assert response.status_code == 416 and response["Content-Range"] == "bytes */0"
     response = alice_client.get(download_url(mxc))
     assert response.status_code == 200 and body_of(response) == b""
 

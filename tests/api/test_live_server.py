@@ -284,3 +284,21 @@ def test_local_files_are_sent_with_sendfile_not_read_through_the_process(live, a
     response, body = _request(live, "GET", path, alice_token)
     assert response.status == 200 and len(body) == size
     assert _io_counter(workers, "wchar") - before >= size
+
+
+def test_x_forwarded_proto_is_believed_from_a_trusted_proxy_only(live, alice_token):
+    """README (MEDIASITE_FORWARDED_ALLOW_IPS): gunicorn trusts the X-Forwarded-Proto of the
+    listed proxies (127.0.0.1 by default), which the native API's absolute URLs then carry."""
+    def upload_from(source: str) -> str:
+        conn = http.client.HTTPConnection(*live.host_port, timeout=60, source_address=(source, 0))
+        conn.request("POST", "/api/v1/media", body=b"proto", headers={
+            "Authorization": f"Bearer {alice_token}", "Content-Type": "application/octet-stream",
+            "X-Forwarded-Proto": "https"})
+        response = conn.getresponse()
+        data = response.read()
+        conn.close()
+        assert response.status == 201, data
+        return json.loads(data)["download_url"]
+
+    assert upload_from("127.0.0.1").startswith("https://")
+    assert upload_from("127.0.0.2").startswith("http://")  # not a trusted proxy: its header is ignored

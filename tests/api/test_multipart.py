@@ -132,6 +132,8 @@ def test_a_body_that_is_neither_raw_nor_multipart_is_refused_naming_what_is_acce
     body = response.json()
     assert body["code"] == "UNSUPPORTED_CONTENT_TYPE"
     assert "multipart/form-data" in body["error"] and "raw request body" in body["error"]
+    # The raw body's rule names the types it refuses rather than claiming any type will do.
+    assert "any Content-Type but application/x-www-form-urlencoded and multipart/*" in body["error"]
     assert Media.objects.count() == 0
 
 

@@ -160,10 +160,12 @@ def test_bad_parameters_are_400(alice_client, params):
 
 
 @pytest.mark.django_db
-def test_missing_width_is_400(alice_client):
+@pytest.mark.parametrize("query", ["height=32", "width=32", "width=&height=32", ""])
+def test_missing_width_or_height_is_a_400_that_says_they_are_required(alice_client, query):
     mxc = upload(alice_client, photo(64, 64))
-    response = alice_client.get(f"/_matrix/client/v1/media/thumbnail/{mxc}?height=32")
+    response = alice_client.get(f"/_matrix/client/v1/media/thumbnail/{mxc}?{query}")
     assert response.status_code == 400
+    assert response.json()["error"] == "width and height are required"
 
 
 @pytest.mark.django_db

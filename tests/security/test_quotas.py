@@ -93,6 +93,18 @@ def test_upload_rate_per_user_answers_429_with_retry_after(alice_client, make_us
 
 
 @pytest.mark.django_db
+def test_a_rule_of_several_rates_applies_each_of_them(alice_client):
+    """README: a rate limit may be several `limits` rates (`10/second;500/hour`); the second one
+    refuses too, with a Retry-After of its own window."""
+    with _mediasite(UPLOAD_RATE_PER_USER="100/second;3/hour"):
+        for i in range(3):
+            assert _upload(alice_client, b"%d" % i).status_code == 200
+        response = _upload(alice_client, b"4")
+        assert response.status_code == 429
+        assert int(response["Retry-After"]) > 60  # the hour's window, not the second's
+
+
+@pytest.mark.django_db
 def test_upload_rate_per_ip_covers_every_account_from_that_address(make_user, client_for):
     with _mediasite(UPLOAD_RATE_PER_IP="2/minute"):
         users = [client_for(make_user(f"u{i}")) for i in range(3)]
@@ -243,7 +255,13 @@ def test_concurrent_uploads_cannot_slip_past_the_file_quota(live, alice, alice_t
 
 
 @pytest.mark.django_db
-def test_staff_edit_quotas_in_the_admin(admin_client, alice):
+def test_a_superuser_edits_quotas_in_the_admin_and_a_moderator_cannot(admin_client, alice, make_user):
+    """README: quotas are the operator's (a superuser's) admin forms; moderators, staff without
+    the UserQuota permissions (moderation.services.MODERATOR_PERMISSIONS), get 403."""
+    moderator = Client()
+    moderator.force_login(make_user("marta", admin=True))
+    assert moderator.get("/admin/media_app/userquota/").status_code == 403
+    assert moderator.post("/admin/media_app/userquota/add/", {"user": alice.pk, "max_bytes": "1"}).status_code == 403
     response = admin_client.post("/admin/media_app/userquota/add/", {"user": alice.pk, "max_bytes": "5000", "max_files": ""})
     assert response.status_code == 302, response.content[:2000]
     assert UserQuota.objects.get(user=alice).max_bytes == 5000

@@ -34,6 +34,7 @@ print(json.dumps({
     "lockout_hours": settings.AXES_COOLOFF_TIME,
     "forwarded_allow_ips": media_settings.FORWARDED_ALLOW_IPS,
     "scrub_sample": media_settings.SCRUB_SAMPLE_BLOBS,
+    "server_name": media_settings.SERVER_NAME,
 }))
 """
 
@@ -70,6 +71,22 @@ def test_secrets_are_made_once_owner_only_and_the_settings_read_as_documented(tm
     assert (third["remote_days"], third["thumbnail_days"]) == (None, None)
     assert third["forwarded_allow_ips"] == ["10.0.0.0/8", "192.0.2.1"] and third["scrub_sample"] == 25
     assert (second["forwarded_allow_ips"], second["scrub_sample"]) == (["127.0.0.1"], 1000)
+
+
+def test_the_server_name_defaults_to_localhost_and_the_port(tmp_path, monkeypatch):
+    """README: MEDIASITE_SERVER_NAME defaults to localhost:$PORT (PORT's own default 8000)."""
+    monkeypatch.delenv("PORT", raising=False)
+    assert _fresh_process(tmp_path)["server_name"] == "localhost:8000"
+    assert _fresh_process(tmp_path, PORT="8123")["server_name"] == "localhost:8123"
+    assert _fresh_process(tmp_path, PORT="8123", MEDIASITE_SERVER_NAME="media.example.org")["server_name"] == \
+        "media.example.org"
+
+
+def test_django_secret_key_in_the_environment_overrides_the_generated_one(tmp_path):
+    """README: DJANGO_SECRET_KEY, when set, is the secret; none is generated in the data dir."""
+    key = "an-operator-chosen-secret-key-" + "x" * 30
+    assert _fresh_process(tmp_path, DJANGO_SECRET_KEY=key)["secret_key"] == key
+    assert not (tmp_path / "secret_key").exists()
 
 
 @pytest.mark.parametrize("hard_links", [True, False], ids=["hard-links", "no-hard-links"])

@@ -9,7 +9,7 @@ from ...services import upload
 from ..body import request_body
 from ..endpoint import Access, Endpoint
 from ..schema import (
-    ALLOW_REDIRECT, DOWNLOAD_ERRORS, FILENAME_QUERY, MEDIA_ID, RAW_BODY, SERVER_NAME,
+    ALLOW_REDIRECT, FILENAME_QUERY, MEDIA_ID, RAW_BODY, SERVER_NAME, SERVING_ERRORS,
     THUMBNAIL_PARAMETERS, TIMEOUT_MS, UPLOAD_ERRORS, binary_parameters, binary_responses, endpoint_schema,
 )
 from ..serving import download_response, thumbnail_response
@@ -27,14 +27,14 @@ _MEDIA_PATH = [SERVER_NAME, MEDIA_ID]
 _DOWNLOAD = dict(
     description="The content, with Range (206/416), HEAD and ETag / If-None-Match (304) support.",
     responses=binary_responses(),
-    errors=DOWNLOAD_ERRORS,
+    errors=SERVING_ERRORS,
 )
 _THUMBNAIL = dict(
     description="The smallest configured size at least as large as asked (never upscaled), "
     "metadata stripped; animated WebP when animated=true.",
     parameters=[*_MEDIA_PATH, *THUMBNAIL_PARAMETERS, TIMEOUT_MS, *binary_parameters()],
     responses=binary_responses(),
-    errors=DOWNLOAD_ERRORS,
+    errors=SERVING_ERRORS,
 )
 
 

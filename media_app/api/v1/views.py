@@ -17,7 +17,7 @@ from ...services import deletion, download, quotas, tokens, upload
 from ..body import MULTIPART, UPLOAD_ACCEPTS, request_body, upload_body_kind
 from ..endpoint import Endpoint, drf_request, json_response, read_json
 from ..schema import (
-    ALLOW_REDIRECT, DOWNLOAD_ERRORS, FILENAME_QUERY, MEDIA_ID, SERVER_NAME, THUMBNAIL_PARAMETERS, TIMEOUT_MS,
+    ALLOW_REDIRECT, FILENAME_QUERY, MEDIA_ID, SERVER_NAME, SERVING_ERRORS, THUMBNAIL_PARAMETERS, TIMEOUT_MS,
     UPLOAD_ERRORS, binary_parameters, binary_responses, endpoint_schema,
 )
 from ..serving import download_response, thumbnail_response
@@ -191,7 +191,7 @@ class MediaContentView(Endpoint):
         description="Supports HEAD, single byte ranges (206/416), ETag / If-None-Match (304) and If-Range.",
         parameters=[*_MEDIA_PATH, TIMEOUT_MS, ALLOW_REDIRECT, *binary_parameters()],
         responses=binary_responses(),
-        errors=DOWNLOAD_ERRORS,
+        errors=SERVING_ERRORS,
     )
     def get(self, request, server_name, media_id):
         return download_response(request, server_name, media_id)
@@ -204,7 +204,7 @@ class MediaThumbnailView(Endpoint):
         "asked, never upscaled, metadata stripped; animated WebP when animated=true.",
         parameters=[*_MEDIA_PATH, *THUMBNAIL_PARAMETERS, TIMEOUT_MS, *binary_parameters()],
         responses=binary_responses(),
-        errors=DOWNLOAD_ERRORS,
+        errors=SERVING_ERRORS,
     )
     def get(self, request, server_name, media_id):
         return thumbnail_response(request, server_name, media_id)
