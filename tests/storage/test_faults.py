@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from media_app.models import Blob, Media
 from tests.conftest import body_of, download_url, require_service, upload
@@ -153,3 +154,49 @@ def test_full_media_filesystem_is_a_507_and_leaves_nothing(alice_client, small_f
     assert response.status_code == 507, response.content
     assert not Blob.objects.exists() and not Media.objects.exists()
     assert _files_under(small_fs) == [] and temp_files(settings) == before
+
+
+@pytest.fixture
+def media_inserts_fail(transactional_db):
+    """PostgreSQL raising its real `disk_full` on media rows (a trigger: filling the server's
+    disk would stop every other test); the returned function lifts it."""
+    require_service("PostgreSQL", connection.vendor == "postgresql", "the fault is a PL/pgSQL trigger")
+    with connection.cursor() as cursor:
+        cursor.execute("""
+            CREATE FUNCTION fault_media_disk_full() RETURNS trigger AS $$
+            BEGIN
+                RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full';
+            END $$ LANGUAGE plpgsql;
+            CREATE TRIGGER fault_media BEFORE INSERT ON media_app_media
+                FOR EACH ROW EXECUTE FUNCTION fault_media_disk_full();
+        """)
+
+    def heal():
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER IF EXISTS fault_media ON media_app_media")
+
+    try:
+        yield heal
+    finally:
+        heal()
+        with connection.cursor() as cursor:
+            cursor.execute("DROP FUNCTION IF EXISTS fault_media_disk_full()")
+
+
+def test_a_full_postgresql_is_a_507_and_leaves_no_row_and_no_file(alice_client, media_inserts_fail, settings, tmp_path):
+    """docs/OPERATIONS.md: PostgreSQL's disk_full answers 507 STORAGE_FULL, and the bytes stored
+    for the row that could not be written are removed."""
+    settings.MEDIASITE = {**settings.MEDIASITE, "STORAGE": "fs"}
+    settings.STORAGES = {**settings.STORAGES, "fs": {**settings.STORAGES["fs"], "OPTIONS": {
+        **settings.STORAGES["fs"]["OPTIONS"], "location": str(tmp_path / "media")}}}
+    before = temp_files(settings)
+    data = os.urandom(64 << 10)
+    response = alice_client.post("/_matrix/media/v3/upload", data=data, content_type="application/octet-stream")
+    assert response.status_code == 507, response.content
+    assert response.json()["code"] == "STORAGE_FULL"
+    assert not Blob.objects.exists() and not Media.objects.exists()
+    assert not (tmp_path / "media").exists() or _files_under(tmp_path / "media") == []
+    assert temp_files(settings) == before
+    media_inserts_fail()  # room again: the same bytes are accepted
+    mxc = upload(alice_client, data)
+    assert body_of(alice_client.get(download_url(mxc))) == data

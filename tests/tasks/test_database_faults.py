@@ -76,3 +76,26 @@ def test_pregeneration_retries_a_full_database_and_leaves_no_file_without_a_row(
     assert pregenerate_thumbnails.apply(args=[media.pk]).get() == len(media_settings.THUMBNAIL_SIZES)
     for thumb in Thumbnail.objects.select_related("blob"):
         assert storage.backend(thumb.blob.storage).exists(thumb.blob.key)
+
+
+@pytest.mark.parametrize("task_name", ["scrub_blobs", "collect_garbage"])
+def test_scrub_and_garbage_collection_retry_database_errors(db, monkeypatch, task_name):
+    """docs/OPERATIONS.md: scrub and garbage collection retry database errors (a database
+    restarting or locked), as they retry storage outages, instead of failing the run."""
+    from media_app.tasks import maintenance
+    from mediasite.celery import app
+
+    monkeypatch.setitem(app.conf, "task_eager_propagates", False)
+    service = {"scrub_blobs": "blobs_verify", "collect_garbage": "blobs_collect_garbage"}[task_name]
+    real, calls = getattr(maintenance, service), []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) < 3:
+            raise OperationalError("the database system is starting up")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(maintenance, service, flaky)
+    result = getattr(maintenance, task_name).apply(throw=False)
+    assert result.successful(), result.traceback
+    assert len(calls) == 3
