@@ -13,6 +13,7 @@ from django.utils.html import format_html
 from . import errors
 from .api import serving
 from .models import AccessToken, Blob, Media, MediaEvent, MediaStatus
+from .moderation import selectors as moderation_selectors
 from .moderation import services as moderation
 
 
@@ -41,12 +42,13 @@ def action_reason(request) -> str:
     return request.POST.get("reason", "")
 
 
-def run_service(modeladmin, request, call, success: str) -> None:
-    """Call a service for an admin action and report its outcome as an admin message."""
+def run_service(modeladmin, request, call, success: str, *, about: str = "") -> None:
+    """Call a service for an admin action and report its outcome as an admin message (a
+    refusal prefixed with `about`, e.g. "Request #5: ", when an action runs it per row)."""
     try:
         result = call()
     except errors.MediasiteError as exc:
-        modeladmin.message_user(request, exc.message, messages.ERROR)
+        modeladmin.message_user(request, about + exc.message, messages.ERROR)
         return
     modeladmin.message_user(request, success.format(result=result), messages.SUCCESS)
 
@@ -129,8 +131,8 @@ class MediaAdmin(ReadOnlyAdmin):
     list_select_related = ["uploader", "blob"]
     list_per_page = 50
     fields = ["preview", "server_name", "media_id", "content_sha256", "media_type", "media_length", "upload_name",
-              "uploader", "created_ts", "last_access_ts", "status", "quarantined_by", "protected", "origin",
-              "unused_expires_at"]
+              "uploader_name", "created_ts", "last_access_ts", "status", "quarantined_by_name", "quarantine_reason",
+              "protected", "origin", "unused_expires_at"]
     readonly_fields = fields
     action_form = ReasonActionForm
     actions = ["quarantine_now", "request_deletion", "request_release", "protect", "unprotect"]
@@ -143,12 +145,31 @@ class MediaAdmin(ReadOnlyAdmin):
     def content_sha256(self, obj):
         return obj.blob.sha256 if obj.blob_id else "—"
 
+    # Names, not links: the user pages are the operator's (a superuser's), and a moderator
+    # following a link there would only be refused.
+    @admin.display(description="uploader")
+    def uploader_name(self, obj):
+        return obj.uploader.get_username() if obj.uploader_id else "—"
+
+    @admin.display(description="quarantined by")
+    def quarantined_by_name(self, obj):
+        return obj.quarantined_by.get_username() if obj.quarantined_by_id else "—"
+
+    @admin.display(description="quarantine reason")
+    def quarantine_reason(self, obj):
+        """What the moderator typed when the content was quarantined at once (kept encrypted)."""
+        if not obj.is_quarantined or obj.blob_id is None:
+            return "—"
+        row = moderation_selectors.quarantined_content(sha256=obj.blob.sha256)
+        return (row.reason or "(none given)") if row is not None else "—"
+
     @admin.action(description="Quarantine now (content-level)", permissions=["moderate"])
     def quarantine_now(self, request, queryset):
         def call():
             done, skipped = moderation.media_quarantine_many(
                 media=list(queryset.select_related("blob")), moderator=request.user, reason=action_reason(request))
-            return f"{done} media quarantined" + (f", {skipped} protected or without content skipped" if skipped else "")
+            return (f"{done} media quarantined, every media sharing their content included"
+                    + (f"; {skipped} protected or without content skipped" if skipped else ""))
 
         run_service(self, request, call, "{result}.")
 
@@ -173,13 +194,11 @@ class MediaAdmin(ReadOnlyAdmin):
         self._protect(request, queryset, False)
 
     def _protect(self, request, queryset, protected: bool):
-        def call():
-            for media in queryset:
-                moderation.media_protect(media_id=media.media_id, server_name=media.server_name,
-                                         moderator=request.user, protected=protected)
-            return queryset.count()
-
-        run_service(self, request, call, "{result} media " + ("protected." if protected else "unprotected."))
+        for media in queryset:
+            run_service(self, request, lambda: moderation.media_protect(
+                media_id=media.media_id, server_name=media.server_name, moderator=request.user, protected=protected),
+                "{result.content_uri} " + ("protected." if protected else "unprotected."),
+                about=f"{media.content_uri}: ")
 
     def get_urls(self):
         return [

@@ -22,6 +22,9 @@ DEFAULTS = {
     "MAX_PENDING_UPLOADS_PER_USER": 100,
     "MAX_DOWNLOAD_TIMEOUT_MS": 60_000,
     "DEFAULT_DOWNLOAD_TIMEOUT_MS": 20_000,
+    # Requests per process that may wait for a pending upload at once (the others answer
+    # M_NOT_YET_UPLOADED at once); below gunicorn's threads per process, so some stay free.
+    "PENDING_WAITERS_PER_PROCESS": 2,
     "ENCRYPTION_KEYS": [],
     "FEDERATION_SERVER_MAP": {},
     "OUTBOUND_ALLOWLIST": [],

@@ -261,7 +261,10 @@ def serve_stored(request, *, alias: str, key: str, size: int, sha256: str, media
     headers = _serving_headers(media_type, filename, etag)
     if_none_match = request.META.get("HTTP_IF_NONE_MATCH")
     if if_none_match and _etag_matches(if_none_match, etag):
-        return _with_headers(HttpResponse(status=304), headers, drop=("Content-Type",))
+        response = _with_headers(HttpResponse(status=304), headers, drop=("Content-Type",))
+        # RFC 9110: a 304 carries no Content-Length but the 200's (Django would write 0).
+        response["Content-Length"] = str(size)
+        return response
 
     redirect = None
     if allow_redirect and media_settings.REDIRECT_DOWNLOADS:

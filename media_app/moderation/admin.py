@@ -1,7 +1,9 @@
 """The review queue, the server block list and the quarantined hashes. Decisions are admin
 actions calling the moderation services; nothing is edited or deleted through a form."""
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
@@ -68,18 +70,30 @@ class ModerationRequestAdmin(ReadOnlyAdmin):
         more = f" and {len(obj.targets) - 5} more" if len(obj.targets) > 5 else ""
         return format_html("{}{}", format_html_join(" ", '{} <a href="{}">{}</a>', rows), more)
 
+    @staticmethod
+    def _chosen(request, queryset):
+        """The rows the moderator ticked, decided ones included. The queue's list shows pending
+        requests, and Django hands an action only the ticked rows still in that list: a request
+        decided since the page was drawn would be passed over in silence, where the service
+        answers "already decided"."""
+        if request.POST.get("select_across") == "1":
+            return queryset.order_by("pk")
+        ticked = [pk for pk in request.POST.getlist(ACTION_CHECKBOX_NAME) if pk.isdigit()]
+        return ModerationRequest.objects.filter(pk__in=ticked).order_by("pk")
+
     @admin.action(description="Approve and execute (four eyes: not your own request)", permissions=["moderate"])
     def approve(self, request, queryset):
-        for item in queryset.filter(status=RequestStatus.PENDING):
+        for item in self._chosen(request, queryset):
             run_service(self, request, lambda: services.moderation_request_approve(
-                request_id=item.pk, moderator=request.user), "Request #{result.pk} approved and executed.")
+                request_id=item.pk, moderator=request.user, reason=action_reason(request)),
+                "Request #{result.pk} approved and executed.", about=f"Request #{item.pk}: ")
 
-    @admin.action(description="Reject (give the reason in the box)", permissions=["moderate"])
+    @admin.action(description="Reject, or withdraw your own (give the reason in the box)", permissions=["moderate"])
     def reject(self, request, queryset):
-        for item in queryset.filter(status=RequestStatus.PENDING):
+        for item in self._chosen(request, queryset):
             run_service(self, request, lambda: services.moderation_request_reject(
                 request_id=item.pk, moderator=request.user, reason=action_reason(request)),
-                "Request #{result.pk} rejected.")
+                "Request #{result.pk} rejected.", about=f"Request #{item.pk}: ")
 
 
 class BlockRequestForm(forms.ModelForm):
@@ -126,6 +140,12 @@ class BlockedServerAdmin(ReadOnlyAdmin):
         url = reverse("admin:moderation_moderationrequest_change", args=[obj.request_id])
         return format_html('<a href="{}">#{} ({})</a>', url, obj.request_id, obj.request.status)
 
+    def response_add(self, request, obj, post_url_continue=None):
+        # Not Django's "was added successfully": nothing is blocked until a second moderator says so.
+        self.message_user(request, f"Block of {obj.server_name} requested; another moderator must approve it "
+                                   "in the moderation queue.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:moderation_blockedserver_changelist"))
+
     def save_model(self, request, obj, form, change):
         request_row = services.server_block_request(
             server_name=form.cleaned_data["server_name"], requested_by=request.user,
@@ -139,3 +159,4 @@ class BlockedServerAdmin(ReadOnlyAdmin):
 class QuarantinedContentAdmin(ReadOnlyAdmin):
     list_display = ["sha256", "quarantined_by", "created_ts"]
     search_fields = ["=sha256"]
+    fields = ["sha256", "size", "quarantined_by", "reason", "created_ts"]

@@ -188,11 +188,12 @@ class ProtectMediaView(ModeratorEndpoint):
 
     @endpoint_schema(
         summary="Protect local media from quarantine",
-        description="For stickers and emoji: quarantining it, or content it shares, is refused.",
+        description="For stickers and emoji: quarantining it, or content it shares, is refused. "
+        "Quarantined media cannot be protected (release it first).",
         parameters=[MEDIA_ID],
         request=None,
         responses={200: OpenApiResponse(EMPTY_OBJECT, description="Protected: `{}`")},
-        errors=[errors.InvalidParam, errors.MediaNotFound],
+        errors=[errors.InvalidParam, errors.MediaNotFound, errors.MediaInvalidState],
     )
     def post(self, request, media_id):
         services.media_protect(media_id=media_id, moderator=request.user, protected=self.protected)

@@ -8,7 +8,7 @@ from .. import errors
 from ..conf import media_settings
 from ..models import Media, MediaOrigin, MediaStatus
 from ..selectors import unused_since
-from .models import ModerationAction, ModerationRequest, RequestStatus
+from .models import ModerationAction, ModerationRequest, QuarantinedContent, RequestStatus
 
 USER_MEDIA_ORDER = {
     "media_id": "media_id",
@@ -84,3 +84,8 @@ def reported_uris(*, uris: set[str] | None = None, since: datetime | None = None
     for targets in pending.values_list("targets", flat=True).iterator(chunk_size=200):
         found.update(targets if uris is None else uris.intersection(targets))
     return found
+
+
+def quarantined_content(*, sha256: str) -> QuarantinedContent | None:
+    """The hash-level quarantine of these bytes, with what the moderator typed (decrypted)."""
+    return QuarantinedContent.objects.filter(sha256=sha256).first()

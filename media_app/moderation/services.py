@@ -179,9 +179,16 @@ def _media_for_uri(uri: str) -> Media | None:
     return Media.objects.filter(server_name=server_name, media_id=media_id).first()
 
 
-def _quarantine_content(media: Media, *, moderator, reason: str) -> int:
+# Why media was quarantined, as its media.quarantined event says: a moderator at once (the
+# typed reason is kept encrypted on the QuarantinedContent row), a signed-off report (with its
+# request_id), or content already under quarantine arriving again.
+BY_MODERATOR, BY_REPORT, BY_CONTENT = "moderator", "report", "content is quarantined"
+
+
+def _quarantine_content(media: Media, *, moderator, reason: str = "", request_id: int | None = None) -> int:
     """Quarantine the bytes of `media`: every Media sharing them, and the hash. Returns how many
-    Media rows were newly quarantined."""
+    Media rows were newly quarantined. `reason`: what a moderator typed; `request_id`: the
+    report that led here."""
     if media.protected:
         raise errors.MediaProtected()
     if media.blob_id is None:
@@ -198,7 +205,7 @@ def _quarantine_content(media: Media, *, moderator, reason: str) -> int:
             # blob is on its way out: the hash is banned, the blob left to be collected (a
             # flagged blob would never be).
             QuarantinedContent.objects.get_or_create(
-                sha256=blob.sha256, defaults={"quarantined_by": moderator, "size": blob.size})
+                sha256=blob.sha256, defaults={"quarantined_by": moderator, "size": blob.size, "reason": reason})
             return 0
         if any(twin.protected for twin in twins):
             # The same bytes are protected under another ID: quarantining the content would
@@ -207,7 +214,7 @@ def _quarantine_content(media: Media, *, moderator, reason: str) -> int:
         if not blob.quarantined:
             Blob.objects.filter(pk=blob.pk).update(quarantined=True)
         row, created = QuarantinedContent.objects.get_or_create(
-            sha256=blob.sha256, defaults={"quarantined_by": moderator, "size": blob.size})
+            sha256=blob.sha256, defaults={"quarantined_by": moderator, "size": blob.size, "reason": reason})
         if not created and row.size is None:
             _record_quarantined_size(blob)
         for twin in twins:
@@ -220,7 +227,8 @@ def _quarantine_content(media: Media, *, moderator, reason: str) -> int:
             count += 1
             events.emit(
                 events.QUARANTINED,
-                {"media_id": twin.media_id, "sha256": blob.sha256, "reason": reason,
+                {"media_id": twin.media_id, "sha256": blob.sha256,
+                 "reason": BY_MODERATOR if request_id is None else BY_REPORT, "request_id": request_id,
                  "by_content_of": None if twin.pk == media.pk else media.content_uri},
                 server_name=twin.server_name, actor=moderator,
             )
@@ -278,7 +286,7 @@ def media_quarantine_on_arrival(*, media: Media, blob: Blob) -> Media:
         transition(media, MediaStatus.QUARANTINED, actor=Actor.SYSTEM)
         events.emit(
             events.QUARANTINED,
-            {"media_id": media.media_id, "sha256": blob.sha256, "reason": "content is quarantined",
+            {"media_id": media.media_id, "sha256": blob.sha256, "reason": BY_CONTENT, "request_id": None,
              "by_content_of": None},
             server_name=media.server_name,
         )
@@ -296,12 +304,18 @@ def content_is_quarantined(*, sha256: str) -> bool:
 
 
 def media_protect(*, media_id: str, moderator, protected: bool = True, server_name: str | None = None) -> Media:
-    """Protect media from quarantine (stickers, emoji), or remove the protection."""
+    """Protect media from quarantine (stickers, emoji), or remove the protection. Quarantined
+    media cannot be protected (release it first): protection means it cannot be quarantined."""
     _require_moderator(moderator)
     media = _media_for(server_name or media_settings.SERVER_NAME, media_id)
     with transaction.atomic():
         if media.blob_id is not None:
             Blob.objects.select_for_update().filter(pk=media.blob_id).first()
+        if protected:
+            # Read under the content's lock: a quarantine of the same content waits for it.
+            current = Media.objects.select_related("blob").get(pk=media.pk)
+            if current.is_quarantined:
+                raise errors.MediaInvalidState("Quarantined media cannot be protected; release it first")
         Media.objects.filter(pk=media.pk).update(protected=protected)
         events.emit(
             events.PROTECTED if protected else events.UNPROTECTED,
@@ -415,7 +429,7 @@ def _execute_report(request: ModerationRequest, moderator, outcome: _Outcome) ->
             outcome.skipped.append(uri)
             continue
         # Protected media raises: the reviewer rejects the report instead.
-        _quarantine_content(media, moderator=moderator, reason=f"report #{request.pk}")
+        _quarantine_content(media, moderator=moderator, request_id=request.pk)
         outcome.done.append(uri)
 
 
@@ -434,21 +448,23 @@ def _request_for(request_id) -> ModerationRequest:
     return request
 
 
-def moderation_request_approve(*, request_id: int, moderator) -> ModerationRequest:
-    """Approve and execute a pending request, exactly once.
+def moderation_request_approve(*, request_id: int, moderator, reason: str = "") -> ModerationRequest:
+    """Approve and execute a pending request, exactly once; `reason`, optional, is kept as the
+    decision's reason (encrypted, as the requester's is).
 
     The approver must be a moderator other than the requester (any moderator when the system
     asked). Of two moderators approving at the same moment, one UPDATE matches the pending row
     and executes; the other waits for that row and finds it decided.
     """
     _require_moderator(moderator)
+    reason = _clean_reason(reason)
     request = _request_for(request_id)
     if request.requested_by_id is not None and request.requested_by_id == moderator.pk:
         raise errors.ModerationSelfApproval()
     outcome = _Outcome()
     with transaction.atomic():
         won = ModerationRequest.objects.filter(pk=request.pk, status=RequestStatus.PENDING).update(
-            status=RequestStatus.APPROVED, decided_by=moderator, decided_ts=timezone.now()
+            status=RequestStatus.APPROVED, decided_by=moderator, decided_ts=timezone.now(), decision_reason=reason
         )
         if not won:
             raise errors.ModerationAlreadyDecided()

@@ -1,4 +1,6 @@
 """Finding media to serve: validation, waiting for pending uploads, access decisions."""
+import functools
+import threading
 import time
 
 from django.utils import timezone
@@ -50,22 +52,45 @@ def media_get_servable(*, server_name: str, media_id: str, timeout_ms: int = 0, 
                                  requester=requester, defer_store=defer_remote_store)
         if not isinstance(media, Media):
             return media
-    deadline = time.monotonic() + timeout_ms / 1000
-    delay = 0.05
-    while media is not None and media.status == MediaStatus.PENDING:
-        expired = media.unused_expires_at and media.unused_expires_at <= timezone.now()
-        if expired or time.monotonic() >= deadline:
-            if expired:
-                raise errors.MediaNotFound()
-            raise errors.MediaNotYetUploaded()
-        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 2, 0.5)
-        media = _lookup(server_name, media_id)
+    if media is not None and media.status == MediaStatus.PENDING:
+        media = _wait_for_upload(media, server_name, media_id, timeout_ms)
     if media is None or media.status == MediaStatus.DELETED or media.blob is None:
         raise errors.MediaNotFound()
     if media.status == MediaStatus.QUARANTINED or media.blob.quarantined:
         raise errors.MediaQuarantined()
     return media
+
+
+@functools.lru_cache(maxsize=4)
+def _waiters(limit: int) -> threading.BoundedSemaphore:
+    return threading.BoundedSemaphore(limit)
+
+
+def _wait_for_upload(media: Media, server_name: str, media_id: str, timeout_ms: int) -> Media | None:
+    """Poll a reservation until it is filled, expires or `timeout_ms` runs out. Anyone may ask
+    for anyone's reservation, so at most PENDING_WAITERS_PER_PROCESS requests of a process wait
+    at once; the others are answered at once (504 M_NOT_YET_UPLOADED, try again): a crowd of
+    long polls cannot take every thread of the server."""
+    waiters = _waiters(max(1, media_settings.PENDING_WAITERS_PER_PROCESS))
+    if not waiters.acquire(blocking=False):
+        if media.unused_expires_at and media.unused_expires_at <= timezone.now():
+            raise errors.MediaNotFound()
+        raise errors.MediaNotYetUploaded()
+    try:
+        deadline = time.monotonic() + timeout_ms / 1000
+        delay = 0.05
+        while media is not None and media.status == MediaStatus.PENDING:
+            expired = media.unused_expires_at and media.unused_expires_at <= timezone.now()
+            if expired or time.monotonic() >= deadline:
+                if expired:
+                    raise errors.MediaNotFound()
+                raise errors.MediaNotYetUploaded()
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.5)
+            media = _lookup(server_name, media_id)
+        return media
+    finally:
+        waiters.release()
 
 
 def media_record_retrieval(*, media: Media, downloader, thumbnail_pk: int | None = None) -> None:

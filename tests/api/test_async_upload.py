@@ -123,3 +123,38 @@ def test_download_waits_for_a_pending_upload(alice_client):
     filler.join()
     assert response.status_code == 200
     assert body_of(response) == b"arrived"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_only_so_many_requests_of_a_process_wait_for_pending_uploads(alice_client, settings, monkeypatch):
+    """Anyone may long-poll anyone's reservation: past PENDING_WAITERS_PER_PROCESS waiting
+    requests, the next is answered 504 at once instead of holding one more thread."""
+    from media_app.services import download
+
+    settings.MEDIASITE = {**settings.MEDIASITE, "PENDING_WAITERS_PER_PROCESS": 1}
+    mxc = _create(alice_client)["content_uri"].removeprefix("mxc://")
+    polling, real_sleep = threading.Event(), time.sleep
+
+    def sleep(seconds):  # called only from within the polling loop: the first request is waiting
+        polling.set()
+        real_sleep(seconds)
+
+    monkeypatch.setattr(download.time, "sleep", sleep)
+
+    def wait_long():
+        try:
+            alice_client.get(download_url(mxc) + "?timeout_ms=1500")
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=wait_long)
+    first.start()
+    assert polling.wait(10)
+    started = time.monotonic()
+    response = alice_client.get(download_url(mxc) + "?timeout_ms=5000")
+    assert response.status_code == 504 and response.json()["errcode"] == "M_NOT_YET_UPLOADED"
+    assert time.monotonic() - started < 1.0  # answered at once, not after its own 5 s
+    first.join()
+    started = time.monotonic()  # the slot is free again: the next one waits its time
+    assert alice_client.get(download_url(mxc) + "?timeout_ms=400").status_code == 504
+    assert time.monotonic() - started >= 0.4

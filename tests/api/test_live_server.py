@@ -180,6 +180,18 @@ def test_head_and_range_over_the_wire(live, alice_token):
     response, body = _request(live, "GET", path, alice_token, headers={"Range": "bytes=1000-1999"})
     assert response.status == 206 and body == data[1000:2000]
     assert response.getheader("Content-Range") == f"bytes 1000-1999/{len(data)}"
+    # A 304 says the 200's length (RFC 9110 forbids any other), and sends no body: the same
+    # kept-alive connection answers the next request.
+    conn = http.client.HTTPConnection(*live.host_port, timeout=60)
+    auth = {"Authorization": f"Bearer {alice_token}"}
+    conn.request("GET", path, headers={**auth, "If-None-Match": response.getheader("ETag")})
+    not_modified = conn.getresponse()
+    assert not_modified.status == 304 and not_modified.read() == b""
+    assert not_modified.getheader("Content-Length") == str(len(data))
+    conn.request("GET", path, headers=auth)
+    again = conn.getresponse()
+    assert again.status == 200 and again.read() == data
+    conn.close()
 
 
 @pytest.fixture(scope="module")

@@ -158,9 +158,10 @@ def test_review_queue_four_eyes_through_the_admin(media, mod1, mod2):
     assert b"someone other than its requester" in refused.content
     assert Media.objects.get(pk=media.pk).status == MediaStatus.STORED
 
-    action(signed_in(mod2), "moderation/moderationrequest", "approve", [request.pk])
+    action(signed_in(mod2), "moderation/moderationrequest", "approve", [request.pk], reason="confirmed spam")
     request.refresh_from_db()
     assert request.status == RequestStatus.EXECUTED and request.decided_by == mod2
+    assert request.decision_reason == "confirmed spam"  # the approver's reason is kept, not dropped
     assert Media.objects.get(pk=media.pk).status == MediaStatus.DELETED
     assert not Blob.objects.exists()
     # Decided requests leave the queue (it opens on pending ones).
@@ -293,3 +294,40 @@ def test_create_moderator_on_a_terminal_asks_the_password_twice_and_refuses_a_mi
     with pytest.raises(CommandError, match="do not match"):
         call_command("create_moderator", "ulla")
     assert not get_user_model().objects.filter(username="ulla").exists()
+
+
+@pytest.mark.django_db
+def test_approving_from_a_stale_page_says_the_request_was_already_decided(media, mod1, mod2, make_moderator):
+    action(signed_in(mod1), "media_app/media", "request_deletion", [media.pk])
+    request = ModerationRequest.objects.get()
+    action(signed_in(mod2), "moderation/moderationrequest", "approve", [request.pk])
+    # A third moderator's page still showed it pending.
+    late = action(signed_in(make_moderator("mod3")), "moderation/moderationrequest", "approve", [request.pk])
+    assert f"Request #{request.pk}: This moderation request has already been decided" in late.content.decode()
+
+
+@pytest.mark.django_db
+def test_quarantined_media_cannot_be_protected(media, mod1):
+    client = signed_in(mod1)
+    action(client, "media_app/media", "quarantine_now", [media.pk])
+    page = action(client, "media_app/media", "protect", [media.pk]).content.decode()
+    assert "Quarantined media cannot be protected; release it first" in page
+    media.refresh_from_db()
+    assert media.is_quarantined and not media.protected
+
+
+@pytest.mark.django_db
+def test_the_media_page_shows_the_quarantine_reason_and_links_to_no_user_page(media, mod1):
+    client = signed_in(mod1)
+    action(client, "media_app/media", "quarantine_now", [media.pk], reason="gore, reported twice")
+    page = client.get(f"/admin/media_app/media/{media.pk}/change/").content.decode()
+    assert "gore, reported twice" in page
+    assert "/admin/auth/user/" not in page and "alice" in page
+
+
+@pytest.mark.django_db
+def test_a_block_added_in_the_admin_is_announced_as_requested_not_done(mod1):
+    page = signed_in(mod1).post("/admin/moderation/blockedserver/add/", {"server_name": "spam.example"},
+                                follow=True).content.decode()
+    assert "Block of spam.example requested; another moderator must approve it" in page
+    assert "added successfully" not in page

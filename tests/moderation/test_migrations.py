@@ -50,3 +50,26 @@ def test_deletions_the_system_asked_for_before_are_marked_as_retention_proposals
     rows = result["apps"].get_model("moderation", "ModerationRequest").objects.values_list("targets", "retention")
     assert sorted((targets[0], retention) for targets, retention in rows) == [
         ("b.example", False), ("mxc://a/1", True), ("mxc://a/2", False)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_typed_quarantine_reasons_move_out_of_the_events_into_the_encrypted_column():
+    with migrated_from([("moderation", "0006_quarantined_content_reason"), ("media_app", "0008_blob_quarantined_size")],
+                       [("moderation", "0007_quarantine_reasons_out_of_events")]) as (apps, result):
+        MediaEvent = apps.get_model("media_app", "MediaEvent")
+        QuarantinedContent = apps.get_model("moderation", "QuarantinedContent")
+        QuarantinedContent.objects.create(sha256="a" * 64)
+        for media_id, sha, reason in [("m1", "a", "nsfw, typed"), ("m2", "b", "report #7"),
+                                      ("m3", "c", "content is quarantined")]:
+            MediaEvent.objects.create(event_type="media.quarantined", media_id=media_id,
+                                      payload={"media_id": media_id, "sha256": sha * 64, "reason": reason,
+                                               "by_content_of": None})
+    events = result["apps"].get_model("media_app", "MediaEvent").objects.filter(event_type="media.quarantined")
+    payloads = {e.media_id: (e.payload["reason"], e.payload.get("request_id")) for e in events}
+    assert payloads == {"m1": ("moderator", None), "m2": ("report", 7), "m3": ("content is quarantined", None)}
+    from media_app.moderation.models import QuarantinedContent
+
+    assert QuarantinedContent.objects.get(sha256="a" * 64).reason == "nsfw, typed"  # read through its field
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reason FROM moderation_quarantinedcontent")
+        assert "nsfw" not in cursor.fetchone()[0]

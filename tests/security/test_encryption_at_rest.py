@@ -13,8 +13,8 @@ from django.test import override_settings
 
 from media_app.crypto import Undecryptable
 from media_app.models import Media
-from media_app.moderation.models import ModerationAction
-from media_app.moderation.services import moderation_request_create
+from media_app.moderation.models import ModerationAction, QuarantinedContent
+from media_app.moderation.services import media_quarantine, moderation_request_create
 from tests.conftest import body_of, download_url, png_bytes, require_service, upload
 
 CANARY_NAME = "CanaryFileName-7f3a9c.png"
@@ -91,10 +91,15 @@ def test_a_raw_database_dump_holds_no_file_name_or_reason(alice_client, make_use
     moderator = make_user("mod", admin=True)
     moderation_request_create(action=ModerationAction.DELETE_MEDIA, targets=[f"mxc://{path}"],
                               requested_by=moderator, reason=CANARY_REASON)
+    # Quarantined at once with a typed reason: the reason is in no event's plain JSON.
+    other = upload(alice_client, png_bytes(3, 3))
+    media_quarantine(server_name=other.split("/")[0], media_id=other.split("/")[1], moderator=moderator,
+                     reason="CanaryQuarantineReason-11aa")
+    assert QuarantinedContent.objects.get().reason == "CanaryQuarantineReason-11aa"
     assert Media.objects.filter(upload_name=CANARY_NAME).exists() is False  # not even searchable
     dump = database_dump()
     assert len(dump) > 10_000
     assert path.split("/")[1].encode() in dump  # the dump is real: it holds the media ID
-    for canary in (CANARY_NAME, "CanaryFileName", "CanaryReasonText"):
+    for canary in (CANARY_NAME, "CanaryFileName", "CanaryReasonText", "CanaryQuarantineReason"):
         assert canary.encode() not in dump
         assert canary.encode("utf-16-le") not in dump
