@@ -157,11 +157,11 @@ class MediaAdmin(ReadOnlyAdmin):
 
     @admin.display(description="quarantine reason")
     def quarantine_reason(self, obj):
-        """What the moderator typed when the content was quarantined at once (kept encrypted)."""
-        if not obj.is_quarantined or obj.blob_id is None:
+        """What the moderator typed when the media was quarantined (its event's encrypted note)."""
+        if not obj.is_quarantined:
             return "—"
-        row = moderation_selectors.quarantined_content(sha256=obj.blob.sha256)
-        return (row.reason or "(none given)") if row is not None else "—"
+        note = moderation_selectors.quarantine_note(server_name=obj.server_name, media_id=obj.media_id)
+        return note or ("(none given)" if note is not None else "—")
 
     @admin.action(description="Quarantine now (content-level)", permissions=["moderate"])
     def quarantine_now(self, request, queryset):
@@ -240,7 +240,7 @@ class AccessTokenAdmin(ReadOnlyAdmin):
 
 @admin.register(MediaEvent)
 class MediaEventAdmin(ReadOnlyAdmin):
-    list_display = ["created_ts", "event_type", "server_name", "media_id", "actor", "payload"]
+    list_display = ["created_ts", "event_type", "server_name", "media_id", "actor", "payload", "note"]
     list_filter = ["event_type", "created_ts"]
     search_fields = ["=media_id"]
     list_select_related = ["actor"]

@@ -32,14 +32,16 @@ def send_signal(event_type: str, payload: dict) -> None:
     media_event.send(sender=MediaEvent, event_type=event_type, payload=payload)
 
 
-def emit(event_type: str, payload: dict, *, server_name: str = "", actor=None) -> MediaEvent:
-    """Record an event inside the caller's transaction; signal it after commit."""
+def emit(event_type: str, payload: dict, *, server_name: str = "", actor=None, note: str = "") -> MediaEvent:
+    """Record an event inside the caller's transaction; signal it after commit. `note`: text a
+    person typed, stored encrypted beside the payload (and not signalled)."""
     event = MediaEvent.objects.create(
         event_type=event_type,
         server_name=server_name,
         media_id=str(payload.get("media_id", "")),
         payload=payload,
         actor=actor,
+        note=note,
     )
     transaction.on_commit(lambda: send_signal(event_type, payload))
     return event

@@ -124,6 +124,9 @@ class MediaEvent(models.Model):
     server_name = models.CharField(max_length=255, blank=True)
     media_id = models.CharField(max_length=255, blank=True, db_index=True)
     payload = models.JSONField(default=dict)
+    # What a person typed for the event (a moderator's reason for a quarantine): encrypted, as
+    # every typed reason is, where the payload is plain JSON.
+    note = EncryptedTextField(blank=True, default="")
     # No database constraint: an audit row must never fail to be written because its actor
     # was deleted between the event and a batched write of it.
     actor = models.ForeignKey(

@@ -6,8 +6,9 @@ IPv4-translated, IPv4-compatible, 6to4, well-known NAT64, Teredo) are judged by 
 address they lead to, so `::ffff:127.0.0.1` or `64:ff9b::a9fe:a9fe` cannot reach what
 `127.0.0.1` or `169.254.169.254` cannot. The local-use NAT64 prefix `64:ff9b:1::/48` is refused
 whole: a translator may use any prefix length within it, so where its IPv4 address lies (and
-whether the rest is a suffix the requester chose) cannot be known here. The check runs on the address a socket actually connected to (see client.py), so a
-name that resolves differently between check and use gains nothing.
+whether the rest is a suffix the requester chose) cannot be known here. The check runs on the
+address a socket actually connected to (see client.py), so a name that resolves differently
+between check and use gains nothing.
 """
 import functools
 import ipaddress

@@ -179,8 +179,6 @@ def _fetch_once(server_name: str, requester_ip: str, *, fetched_since: float) ->
         return entry if entry is not None and entry["fetched"] >= fetched_since else None
 
     def fetch() -> dict:
-        ratelimit.hit(rule=media_settings.KEY_FETCH_RATE_PER_IP, scope="key-fetch-ip", key=requester_ip or "unknown",
-                      message="Too many requests naming servers whose keys are not known")
         try:
             return _fetch_keys(server_name)
         except KeyFetchFailed as exc:
@@ -189,10 +187,13 @@ def _fetch_once(server_name: str, requester_ip: str, *, fetched_since: float) ->
 
     try:
         singleflight.raise_if_failed(flight)
+        # Counted before the flight is touched: a refused requester leaves no trace in the
+        # flights' store, and no other requester is answered its refusal.
+        ratelimit.hit(rule=media_settings.KEY_FETCH_RATE_PER_IP, scope="key-fetch-ip", key=requester_ip or "unknown",
+                      message="Too many requests naming servers whose keys are not known")
         return singleflight.run_once(
             flight, lookup=fresh, compute=fetch, lease=_fetch_seconds() + 10, timeout=_fetch_seconds(),
-            # A refused requester says nothing about the server: only its own failures are remembered.
-            failure_ttl=lambda exc: 0.0 if isinstance(exc, errors.RateLimited) else KEY_FAILURE_CACHE_SECONDS,
+            failure_ttl=KEY_FAILURE_CACHE_SECONDS,
         )
     except errors.FlightTimedOut:
         raise KeyFetchFailed("the server's keys are still being fetched") from None

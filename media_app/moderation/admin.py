@@ -159,4 +159,3 @@ class BlockedServerAdmin(ReadOnlyAdmin):
 class QuarantinedContentAdmin(ReadOnlyAdmin):
     list_display = ["sha256", "quarantined_by", "created_ts"]
     search_fields = ["=sha256"]
-    fields = ["sha256", "size", "quarantined_by", "reason", "created_ts"]

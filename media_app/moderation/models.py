@@ -82,9 +82,6 @@ class QuarantinedContent(models.Model):
     quarantined_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    # What the moderator typed when quarantining it at once: encrypted, as every typed reason
-    # is, so it is kept here and not in the media.quarantined event's plain JSON.
-    reason = EncryptedTextField(blank=True, default="")
     created_ts = models.DateTimeField(default=timezone.now)
 
     class Meta:

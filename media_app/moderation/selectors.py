@@ -4,11 +4,11 @@ from datetime import datetime, timezone as dt_timezone
 from django.contrib.auth import get_user_model
 from django.db.models import F
 
-from .. import errors
+from .. import errors, events
 from ..conf import media_settings
-from ..models import Media, MediaOrigin, MediaStatus
+from ..models import Media, MediaEvent, MediaOrigin, MediaStatus
 from ..selectors import unused_since
-from .models import ModerationAction, ModerationRequest, QuarantinedContent, RequestStatus
+from .models import ModerationAction, ModerationRequest, RequestStatus
 
 USER_MEDIA_ORDER = {
     "media_id": "media_id",
@@ -86,6 +86,9 @@ def reported_uris(*, uris: set[str] | None = None, since: datetime | None = None
     return found
 
 
-def quarantined_content(*, sha256: str) -> QuarantinedContent | None:
-    """The hash-level quarantine of these bytes, with what the moderator typed (decrypted)."""
-    return QuarantinedContent.objects.filter(sha256=sha256).first()
+def quarantine_note(*, server_name: str, media_id: str) -> str | None:
+    """What the moderator typed when this media was last quarantined (decrypted); None when no
+    quarantine of it was recorded."""
+    event = (MediaEvent.objects.filter(event_type=events.QUARANTINED, server_name=server_name, media_id=media_id)
+             .order_by("-created_ts", "-id").only("note").first())
+    return None if event is None else event.note

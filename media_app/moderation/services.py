@@ -179,9 +179,9 @@ def _media_for_uri(uri: str) -> Media | None:
     return Media.objects.filter(server_name=server_name, media_id=media_id).first()
 
 
-# Why media was quarantined, as its media.quarantined event says: a moderator at once (the
-# typed reason is kept encrypted on the QuarantinedContent row), a signed-off report (with its
-# request_id), or content already under quarantine arriving again.
+# Why media was quarantined, as its media.quarantined event says: a moderator at once (what
+# they typed is the event's encrypted note), a signed-off report (with its request_id), or
+# content already under quarantine arriving again.
 BY_MODERATOR, BY_REPORT, BY_CONTENT = "moderator", "report", "content is quarantined"
 
 
@@ -205,7 +205,7 @@ def _quarantine_content(media: Media, *, moderator, reason: str = "", request_id
             # blob is on its way out: the hash is banned, the blob left to be collected (a
             # flagged blob would never be).
             QuarantinedContent.objects.get_or_create(
-                sha256=blob.sha256, defaults={"quarantined_by": moderator, "size": blob.size, "reason": reason})
+                sha256=blob.sha256, defaults={"quarantined_by": moderator, "size": blob.size})
             return 0
         if any(twin.protected for twin in twins):
             # The same bytes are protected under another ID: quarantining the content would
@@ -214,7 +214,7 @@ def _quarantine_content(media: Media, *, moderator, reason: str = "", request_id
         if not blob.quarantined:
             Blob.objects.filter(pk=blob.pk).update(quarantined=True)
         row, created = QuarantinedContent.objects.get_or_create(
-            sha256=blob.sha256, defaults={"quarantined_by": moderator, "size": blob.size, "reason": reason})
+            sha256=blob.sha256, defaults={"quarantined_by": moderator, "size": blob.size})
         if not created and row.size is None:
             _record_quarantined_size(blob)
         for twin in twins:
@@ -230,7 +230,7 @@ def _quarantine_content(media: Media, *, moderator, reason: str = "", request_id
                 {"media_id": twin.media_id, "sha256": blob.sha256,
                  "reason": BY_MODERATOR if request_id is None else BY_REPORT, "request_id": request_id,
                  "by_content_of": None if twin.pk == media.pk else media.content_uri},
-                server_name=twin.server_name, actor=moderator,
+                server_name=twin.server_name, actor=moderator, note=reason,
             )
     media.refresh_from_db()
     return count

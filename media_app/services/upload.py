@@ -51,8 +51,8 @@ def _store_and_record(*, received: Received, record) -> Media:
     def record_with_events(blob: Blob, created: bool) -> Media:
         media = record(blob)
         _record_upload_events(media, blob, created)
-        # Bytes under hash-level quarantine are accepted and arrive quarantined: the upload is
-        # answered as any other (the media then answers as removed), and moderators see the attempt.
+        # Bytes under hash-level quarantine are accepted and arrive quarantined: the upload
+        # succeeds (the media then answers as removed), and moderators see the attempt.
         media_quarantine_on_arrival(media=media, blob=blob)
         if (media_settings.THUMBNAIL_PREGENERATE and media.media_type in THUMBNAILABLE_TYPES
                 and media.status == MediaStatus.STORED):

@@ -1,5 +1,6 @@
 import threading
 import time
+import types
 from datetime import timedelta
 
 import pytest
@@ -133,13 +134,13 @@ def test_only_so_many_requests_of_a_process_wait_for_pending_uploads(alice_clien
 
     settings.MEDIASITE = {**settings.MEDIASITE, "PENDING_WAITERS_PER_PROCESS": 1}
     mxc = _create(alice_client)["content_uri"].removeprefix("mxc://")
-    polling, real_sleep = threading.Event(), time.sleep
+    polling = threading.Event()
 
-    def sleep(seconds):  # called only from within the polling loop: the first request is waiting
+    def sleep(seconds):  # download.py sleeps only in its polling loop: the first request is waiting
         polling.set()
-        real_sleep(seconds)
+        time.sleep(seconds)
 
-    monkeypatch.setattr(download.time, "sleep", sleep)
+    monkeypatch.setattr(download, "time", types.SimpleNamespace(sleep=sleep, monotonic=time.monotonic))
 
     def wait_long():
         try:

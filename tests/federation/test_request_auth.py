@@ -3,6 +3,7 @@ verified, so the key fetches it causes are bounded (one per server at a time, fa
 remembered, a rate per client address), and a key is used only until its `valid_until_ts`."""
 import secrets
 import time
+import types
 
 import pytest
 from django.conf import settings as django_settings
@@ -10,7 +11,8 @@ from django.test import override_settings
 from signedjson.key import encode_verify_key_base64, generate_signing_key, get_verify_key
 from signedjson.sign import sign_json
 
-from media_app import ratelimit
+from media_app import ratelimit, singleflight
+from media_app.federation import keys
 from tests.federation.origin import Origin
 
 URI = "/_matrix/federation/v1/media/download/nothing"
@@ -79,23 +81,29 @@ def test_the_key_fetches_one_client_address_causes_are_rate_limited(key_server, 
     assert answers[-1].json()["errcode"] == "M_LIMIT_EXCEEDED"
     assert int(answers[-1]["Retry-After"]) > 0
     assert key_server.count("server") - before == 3
+    # Refused before the single flight: nothing recorded there, for these servers' next requester.
+    for name in names[3:]:
+        singleflight.raise_if_failed(f"server-keys:{name}")
 
 
-def test_keys_are_used_only_until_their_valid_until_ts(key_server, db, client):
+def test_keys_are_used_only_until_their_valid_until_ts(key_server, db, client, monkeypatch):
     expired, valid = _names(2)
     key = generate_signing_key("k1")
-    now_ms = int(time.time() * 1000)
+    now = time.time()
     with _configured(key_server, [expired, valid]):
-        _publish(key_server, expired, key, now_ms - 24 * 3600 * 1000)
+        _publish(key_server, expired, key, int((now - 24 * 3600) * 1000))
         refused = _signed_get(client, key, expired)
-        _publish(key_server, valid, key, now_ms + 2000)
-        # Past the signature check: the media does not exist.
-        accepted = _signed_get(client, key, valid)
-        time.sleep(max(0.0, now_ms / 1000 + 2.1 - time.time()))
-        # Cached, but no longer valid: refused (and not fetched again within the minute).
+        _publish(key_server, valid, key, int((now + 30) * 1000))
+        accepted = _signed_get(client, key, valid)  # past the signature check: the media does not exist
         fetches = key_server.count("server")
+        # keys.py's clock moved on: 40 s later the cached keys have lapsed, and are not fetched
+        # again within the minute; 100 s later they are, and are still no longer valid.
+        monkeypatch.setattr(keys, "time", types.SimpleNamespace(time=lambda: now + 40))
         lapsed = _signed_get(client, key, valid)
+        refetches = key_server.count("server") - fetches
+        monkeypatch.setattr(keys, "time", types.SimpleNamespace(time=lambda: now + 100))
+        lapsed_later = _signed_get(client, key, valid)
     assert refused.status_code == 401, refused.content
     assert accepted.status_code == 404, accepted.content
-    assert lapsed.status_code == 401, lapsed.content
-    assert key_server.count("server") == fetches
+    assert lapsed.status_code == 401 and refetches == 0, lapsed.content
+    assert lapsed_later.status_code == 401 and key_server.count("server") - fetches == 1

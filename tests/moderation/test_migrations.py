@@ -53,23 +53,38 @@ def test_deletions_the_system_asked_for_before_are_marked_as_retention_proposals
 
 
 @pytest.mark.django_db(transaction=True)
-def test_typed_quarantine_reasons_move_out_of_the_events_into_the_encrypted_column():
-    with migrated_from([("moderation", "0006_quarantined_content_reason"), ("media_app", "0008_blob_quarantined_size")],
-                       [("moderation", "0007_quarantine_reasons_out_of_events")]) as (apps, result):
+def test_typed_quarantine_reasons_move_out_of_the_events_json_into_their_encrypted_note():
+    events = [("m1", {"sha256": "a" * 64, "reason": "nsfw, typed"}),  # content since released: no row
+              ("m2", {"sha256": "b" * 64, "reason": "report #7"}),
+              ("m3", {"sha256": "c" * 64, "reason": "content is quarantined"}),
+              ("m4", {"reason": "no hash in this one"})]
+    with migrated_from([("moderation", "0005_moderationrequest_retention"), ("media_app", "0008_blob_quarantined_size")],
+                       [("moderation", "0006_quarantine_reasons_out_of_events")]) as (apps, result):
         MediaEvent = apps.get_model("media_app", "MediaEvent")
-        QuarantinedContent = apps.get_model("moderation", "QuarantinedContent")
-        QuarantinedContent.objects.create(sha256="a" * 64)
-        for media_id, sha, reason in [("m1", "a", "nsfw, typed"), ("m2", "b", "report #7"),
-                                      ("m3", "c", "content is quarantined")]:
+        for media_id, payload in events:
             MediaEvent.objects.create(event_type="media.quarantined", media_id=media_id,
-                                      payload={"media_id": media_id, "sha256": sha * 64, "reason": reason,
-                                               "by_content_of": None})
-    events = result["apps"].get_model("media_app", "MediaEvent").objects.filter(event_type="media.quarantined")
-    payloads = {e.media_id: (e.payload["reason"], e.payload.get("request_id")) for e in events}
-    assert payloads == {"m1": ("moderator", None), "m2": ("report", 7), "m3": ("content is quarantined", None)}
-    from media_app.moderation.models import QuarantinedContent
+                                      payload={"media_id": media_id, "by_content_of": None, **payload})
+    from media_app.models import MediaEvent
 
-    assert QuarantinedContent.objects.get(sha256="a" * 64).reason == "nsfw, typed"  # read through its field
+    moved = {e.media_id: (e.payload["reason"], e.payload.get("request_id"), e.note)
+             for e in MediaEvent.objects.filter(event_type="media.quarantined")}  # the note read through its field
+    assert moved == {"m1": ("moderator", None, "nsfw, typed"), "m2": ("report", 7, "report #7"),
+                     "m3": ("content is quarantined", None, ""), "m4": ("moderator", None, "no hash in this one")}
     with connection.cursor() as cursor:
-        cursor.execute("SELECT reason FROM moderation_quarantinedcontent")
-        assert "nsfw" not in cursor.fetchone()[0]
+        cursor.execute("SELECT payload, note FROM media_app_mediaevent")
+        stored = " ".join(f"{payload} {note}" for payload, note in cursor.fetchall())
+    assert "nsfw" not in stored and "no hash" not in stored
+
+    # And back: each text where it was.
+    executor = MigrationExecutor(connection)
+    executor.migrate([("moderation", "0005_moderationrequest_retention")])
+    try:
+        back = executor.loader.project_state([("moderation", "0005_moderationrequest_retention")]).apps
+        reasons = {e.media_id: e.payload["reason"]
+                   for e in back.get_model("media_app", "MediaEvent").objects.filter(event_type="media.quarantined")}
+        assert reasons == {"m1": "nsfw, typed", "m2": "report #7", "m3": "content is quarantined",
+                           "m4": "no hash in this one"}
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())

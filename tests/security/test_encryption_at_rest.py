@@ -12,8 +12,8 @@ from django.db import connection
 from django.test import override_settings
 
 from media_app.crypto import Undecryptable
-from media_app.models import Media
-from media_app.moderation.models import ModerationAction, QuarantinedContent
+from media_app.models import Media, MediaEvent
+from media_app.moderation.models import ModerationAction
 from media_app.moderation.services import media_quarantine, moderation_request_create
 from tests.conftest import body_of, download_url, png_bytes, require_service, upload
 
@@ -95,7 +95,7 @@ def test_a_raw_database_dump_holds_no_file_name_or_reason(alice_client, make_use
     other = upload(alice_client, png_bytes(3, 3))
     media_quarantine(server_name=other.split("/")[0], media_id=other.split("/")[1], moderator=moderator,
                      reason="CanaryQuarantineReason-11aa")
-    assert QuarantinedContent.objects.get().reason == "CanaryQuarantineReason-11aa"
+    assert MediaEvent.objects.get(event_type="media.quarantined").note == "CanaryQuarantineReason-11aa"
     assert Media.objects.filter(upload_name=CANARY_NAME).exists() is False  # not even searchable
     dump = database_dump()
     assert len(dump) > 10_000
