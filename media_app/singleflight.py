@@ -122,6 +122,9 @@ RECHECK_SECONDS = 0.5
 # The file backend has no wake-up: waiters probe the owner's lock this often.
 FILE_POLL_SECONDS = 0.01
 FILE_CLAIM_PATIENCE_SECONDS = 0.003
+# The file backend's files of a key no flight has used for this long are removed by the
+# scheduled sweep (FileBackend.sweep): one pair per key ever flown would otherwise stay for good.
+FILE_IDLE_SECONDS = 24 * 3600
 
 
 @dataclasses.dataclass(eq=False)
@@ -659,19 +662,22 @@ class FileBackend(Backend):
 
     def claim(self, key, lease):
         lock_path, failure_path = self._paths(key)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         # A waiter's probe holds a shared lock for microseconds; an owner holds it for the whole
         # work. Refused for longer than FILE_CLAIM_PATIENCE_SECONDS means an owner.
         deadline = time.monotonic() + FILE_CLAIM_PATIENCE_SECONDS
         while True:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except BlockingIOError:
+                os.close(fd)
                 if time.monotonic() >= deadline:
-                    os.close(fd)
                     return None
                 time.sleep(0.0002)
+                continue
+            if self._still_at(fd, lock_path):
+                break
+            os.close(fd)  # the sweep removed this file between our open and our lock: anew
         # Read under the lock: a failure published by the owner we just replaced counts.
         cached = self._read_failure(failure_path, "cached_until")
         if cached is not None:
@@ -707,6 +713,52 @@ class FileBackend(Backend):
             finally:
                 fcntl.flock(flight.handle, fcntl.LOCK_UN)
                 os.close(flight.handle)
+
+    @staticmethod
+    def _still_at(fd: int, path: Path) -> bool:
+        try:
+            return os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            return False
+
+    def sweep(self, *, idle_seconds: float = FILE_IDLE_SECONDS) -> int:
+        """Remove the files of keys no flight has used for `idle_seconds` (a lock file's mtime
+        moves at each flight's end) and whose failure is no longer visible; returns how many
+        keys. Each lock file is removed while holding its lock, and a claim checks, once it has
+        the lock, that its file is still the one at the path (else it claims anew): an owner
+        never works on a removed file. A waiter holding a removed one still finds the result
+        by its lookups, which it makes every RECHECK_SECONDS."""
+        removed, now = 0, time.time()
+        try:
+            paths = list(self.directory.iterdir())
+        except FileNotFoundError:
+            return 0
+        for path in paths:
+            if path.name.startswith(".failure-"):  # a write cut short by a crash
+                with contextlib.suppress(OSError):
+                    if now - path.stat().st_mtime > idle_seconds:
+                        path.unlink()
+                continue
+            if path.suffix != ".lock":
+                continue
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # an owner is at work
+                failure_path = path.with_suffix(".failure")
+                if now - os.fstat(fd).st_mtime < idle_seconds or self._read_failure(failure_path, "visible_until"):
+                    continue
+                failure_path.unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
+                removed += 1
+            finally:
+                os.close(fd)  # releases the lock
+        return removed
 
     # The lock file holds the number of flights ended on it, bumped by each owner under its lock:
     # a waiter sees an end happen even when the whole flight began and ended between two of
@@ -781,6 +833,13 @@ class _FileWaiter(_Waiter):
 
     def close(self):
         os.close(self.fd)
+
+
+def sweep_idle_files() -> int:
+    """With the file backend (the embedded default), remove the files of keys idle for a day
+    (FileBackend.sweep); the other backends' entries expire by themselves. Returns how many."""
+    chosen = backend()
+    return chosen.sweep() if isinstance(chosen, FileBackend) else 0
 
 
 def backend() -> Backend:

@@ -4,6 +4,7 @@ passed on, failures cached for their ttl, timeouts, and a crashed owner's flight
 Owners and waiters run in threads (each takes its own connection or file descriptor, so they
 contend exactly as processes do) and, for the crash, in a forked process killed with SIGKILL.
 """
+import fcntl
 import multiprocessing
 import os
 import signal
@@ -317,3 +318,40 @@ def test_postgres_flight_connection_that_died_idle_is_replaced(db, key):
         assert not chosen.owner_alive(key)
     finally:
         chosen.close_connections()
+
+
+def test_the_file_backend_sweeps_idle_keys_files_and_a_claim_never_works_on_a_swept_file(tmp_path, monkeypatch):
+    """One lock file per key ever flown would stay for good: the sweep removes those idle for
+    FILE_IDLE_SECONDS, not one an owner holds nor one whose failure is still visible, and an
+    owner that locked a file the sweep removed meanwhile claims anew on the file at the path."""
+    chosen = singleflight.FileBackend(tmp_path / "flights")
+    idle, held, failed = "test:idle", "test:held", "test:failed"
+    for key in (idle, failed):
+        chosen.end(chosen.claim(key, 60), None, 0)
+    chosen.end(chosen.claim(failed, 60), singleflight._error_payload(errors.RemoteFetchFailed()), 0)
+    owner = chosen.claim(held, 60)
+    files = {key: chosen._paths(key)[0] for key in (idle, held, failed)}
+    assert chosen.sweep(idle_seconds=3600) == 0  # all of them young
+    old = time.time() - 7200
+    for path in files.values():
+        os.utime(path, (old, old))
+    assert chosen.sweep(idle_seconds=3600) == 1
+    assert not files[idle].exists() and files[held].exists() and files[failed].exists()
+    chosen.end(owner, None, 0)
+
+    # A claimer that opened the file and got its lock only after the sweep removed it.
+    real_flock, raced = fcntl.flock, []
+
+    def flock_after_a_sweep(fd, operation):
+        if operation == fcntl.LOCK_EX | fcntl.LOCK_NB and not raced:
+            raced.append(fd)
+            files[held].unlink()  # what the sweep does, between this claimer's open and its lock
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(singleflight.fcntl, "flock", flock_after_a_sweep)
+    flight = chosen.claim(held, 60)
+    monkeypatch.setattr(singleflight.fcntl, "flock", real_flock)
+    assert flight is not None and raced
+    assert os.fstat(flight.handle).st_ino == os.stat(files[held]).st_ino  # the file at the path
+    assert chosen.claim(held, 60) is None  # and it is held: a second claimer is refused
+    chosen.end(flight, None, 0)

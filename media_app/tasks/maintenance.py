@@ -9,7 +9,7 @@ import logging
 from celery import shared_task
 from django.db import DatabaseError
 
-from .. import errors
+from .. import errors, singleflight
 from ..conf import media_settings
 from ..services.gc import blobs_collect_garbage
 from ..services.integrity import blobs_verify
@@ -42,5 +42,10 @@ def collect_garbage() -> dict:
 
 @shared_task(name="media_app.storage.sweep_temp_files")
 def sweep_temp_files() -> int:
-    """Temp files of processes that died (a worker killed mid-upload), not those in use."""
+    """Temp files of processes that died (a worker killed mid-upload), not those in use; and,
+    on the embedded default, the single flight's files of keys idle for a day. Returns how
+    many temp files were removed."""
+    flights = singleflight.sweep_idle_files()
+    if flights:
+        logger.info("Removed the flight files of %d idle keys", flights)
     return temp_files_sweep()
