@@ -17,6 +17,11 @@ from .moderation import selectors as moderation_selectors
 from .moderation import services as moderation
 
 
+admin.site.site_header = "Mediasite moderation"
+admin.site.site_title = "Mediasite"
+admin.site.index_title = "Media, moderation and retention"
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """View-only: rows change through services (admin actions), never through a form."""
 

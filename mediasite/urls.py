@@ -1,5 +1,18 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import TemplateView
+
+from media_app.conf import media_settings
+
+
+class IndexView(TemplateView):
+    """The site root: a newcomer opening the server's address learns it runs and where to go."""
+
+    template_name = "mediasite/index.html"
+
+    def get_context_data(self, **kwargs):
+        return {**super().get_context_data(**kwargs), "server_name": media_settings.SERVER_NAME}
+
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 urlpatterns = [
@@ -12,6 +25,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[])),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", authentication_classes=[], permission_classes=[])),
     path("admin/", admin.site.urls),
+    path("", IndexView.as_view(), name="index"),
 ]
 
 handler400 = "media_app.errors.handler400"

@@ -150,3 +150,11 @@ def test_the_documented_error_table_lists_every_error_class_as_it_is():
         assert status == f"{cls.status}{' (+ Retry-After)' if retry_after else ''}", cls
         assert errcode == cls.errcode and f"`{cls.__name__}`" in names, cls
     assert set(rows) == {cls.code for cls in classes}
+
+
+def test_the_site_root_is_a_page_that_points_a_newcomer_on(client):
+    response = client.get("/")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/html")
+    page = response.content.decode()
+    assert 'href="/api/docs/"' in page and 'href="/admin/"' in page and "test.local" in page
+    assert client.get("/nothing-here").json()["errcode"] == "M_UNRECOGNIZED"  # other unknown paths stay JSON

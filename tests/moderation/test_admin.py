@@ -323,6 +323,7 @@ def test_the_media_page_shows_the_quarantine_reason_and_links_to_no_user_page(me
     page = client.get(f"/admin/media_app/media/{media.pk}/change/").content.decode()
     assert "gore, reported twice" in page
     assert "/admin/auth/user/" not in page and "alice" in page
+    assert "Mediasite moderation" in page and "Django administration" not in page
 
 
 @pytest.mark.django_db

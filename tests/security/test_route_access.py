@@ -26,6 +26,7 @@ PUBLIC_ROUTES = {
     r"(accounts/)?login/": "the sign-in page",
     r"static/": "static files",
     r"api/(schema|docs|redoc)/": "the OpenAPI schema and its viewers (no data)",
+    r"$": "the site root: says the server runs and links the API docs and the admin (its name only)",
 }
 
 
