@@ -8,6 +8,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import Http404
 from django.urls import path, reverse
+from django.template.defaultfilters import filesizeformat
 from django.utils.html import format_html
 
 from . import errors
@@ -124,7 +125,7 @@ class ServerFilter(admin.SimpleListFilter):
 
 @admin.register(Media)
 class MediaAdmin(ReadOnlyAdmin):
-    list_display = ["preview", "media_id", "server_name", "media_type", "media_length", "uploader", "status",
+    list_display = ["preview", "media_id", "server_name", "media_type", "size", "uploader", "status",
                     "origin", "protected", "created_ts"]
     list_display_links = ["media_id"]
     list_filter = ["status", "origin", TypeFilter, ("uploader", admin.RelatedOnlyFieldListFilter), ServerFilter,
@@ -132,7 +133,8 @@ class MediaAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_ts"
     # "=": exact matches, so a SHA-256 or a media ID finds its row through an index.
     search_fields = ["=media_id", "=blob__sha256"]
-    search_help_text = "Media ID or SHA-256 of the content"
+    # File names are encrypted at rest: no search can read them. The uploader is a filter.
+    search_help_text = "A whole media ID or SHA-256 of the content (for an uploader, use the filter)"
     list_select_related = ["uploader", "blob"]
     list_per_page = 50
     fields = ["preview", "server_name", "media_id", "content_sha256", "media_type", "media_length", "upload_name",
@@ -145,6 +147,10 @@ class MediaAdmin(ReadOnlyAdmin):
     @admin.display(description="preview")
     def preview(self, obj):
         return preview_html(obj)
+
+    @admin.display(description="size", ordering="media_length")
+    def size(self, obj):
+        return filesizeformat(obj.media_length) if obj.media_length is not None else "—"
 
     @admin.display(description="SHA-256")
     def content_sha256(self, obj):

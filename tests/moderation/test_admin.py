@@ -7,6 +7,7 @@ import pytest
 from django.contrib import admin as django_admin
 from django.contrib.auth.models import Group
 from django.core.management import call_command
+from django.template.defaultfilters import filesizeformat
 from django.test import Client
 from PIL import Image
 
@@ -140,6 +141,8 @@ def test_media_list_previews_blur_quarantined_media_and_search_by_hash(media, mo
     found = client.get("/admin/media_app/media/", {"q": media.blob.sha256}).content.decode()
     assert media.media_id in found and other.split("/")[1] not in found
     assert media.media_id in client.get("/admin/media_app/media/", {"q": media.media_id}).content.decode()
+    listing = client.get("/admin/media_app/media/").content.decode()
+    assert filesizeformat(media.media_length) in listing  # "139 bytes", a size a person reads
     for query in ({"status__exact": "quarantined"}, {"origin__exact": "local"}, {"type": "image"},
                   {"size": "lt100k"}, {"server": "test.local"}, {"protected__exact": "0"}):
         assert media.media_id in client.get("/admin/media_app/media/", query).content.decode(), query
