@@ -57,17 +57,35 @@ class ModerationRequestAdmin(ReadOnlyAdmin):
         name = obj.requested_by.get_username()
         return f"{name} (retention run)" if obj.retention else name
 
+    SHOWN_TARGETS = 5
+
+    def get_changelist_instance(self, request):
+        # The targets of every row on the page in one query, not one per target.
+        changelist = super().get_changelist_instance(request)
+        rows = [obj for obj in changelist.result_list if obj.action != ModerationAction.BLOCK_SERVER]
+        wanted = {identifiers.split_content_uri(uri) for obj in rows for uri in obj.targets[:self.SHOWN_TARGETS]}
+        found = {(m.server_name, m.media_id): m for m in Media.objects.select_related("blob").filter(
+            media_id__in={media_id for _server, media_id in wanted})}
+        for obj in rows:
+            obj.shown_media = found
+        return changelist
+
     @admin.display(description="targets")
     def target_list(self, obj):
         if obj.action == ModerationAction.BLOCK_SERVER:
             return ", ".join(obj.targets)
         rows = []
-        for uri in obj.targets[:5]:
+        for uri in obj.targets[:self.SHOWN_TARGETS]:
             server_name, media_id = identifiers.split_content_uri(uri)
-            media = Media.objects.select_related("blob").filter(server_name=server_name, media_id=media_id).first()
+            shown = getattr(obj, "shown_media", None)
+            if shown is not None:
+                media = shown.get((server_name, media_id))
+            else:  # a request's own page
+                media = Media.objects.select_related("blob").filter(server_name=server_name, media_id=media_id).first()
             link = reverse("admin:media_app_media_changelist") + f"?q={media_id}"
             rows.append((preview_html(media) if media else "—", link, uri))
-        more = f" and {len(obj.targets) - 5} more" if len(obj.targets) > 5 else ""
+        more = (f" and {len(obj.targets) - self.SHOWN_TARGETS} more"
+                if len(obj.targets) > self.SHOWN_TARGETS else "")
         return format_html("{}{}", format_html_join(" ", '{} <a href="{}">{}</a>', rows), more)
 
     @staticmethod

@@ -335,3 +335,19 @@ def test_a_block_added_in_the_admin_is_announced_as_requested_not_done(mod1):
                                 follow=True).content.decode()
     assert "Block of spam.example requested; another moderator must approve it" in page
     assert "added successfully" not in page
+
+
+@pytest.mark.django_db
+def test_the_queue_page_reads_its_targets_in_one_query_not_one_per_target(alice_client, mod1,
+                                                                            django_assert_max_num_queries):
+    client = signed_in(mod1)
+    for _ in range(2):  # the page, warm
+        client.get("/admin/moderation/moderationrequest/")
+    uris = [upload(alice_client, png_bytes(4 + i, 4)) for i in range(12)]
+    for i in range(4):
+        media = list(Media.objects.filter(media_id__in=[u.split("/")[1] for u in uris[3 * i:3 * i + 3]]))
+        action(client, "media_app/media", "request_deletion", [m.pk for m in media])
+    assert ModerationRequest.objects.count() == 4
+    with django_assert_max_num_queries(12):  # session, user, counts, the rows, their targets
+        page = client.get("/admin/moderation/moderationrequest/").content.decode()
+    assert all(uri.split("/")[1] in page for uri in uris)
