@@ -15,6 +15,7 @@ moderator's decision about content that must stay on record, protection an expli
 media a user reported until a moderator has decided on the report: approving it must find the
 content to quarantine.
 """
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone as dt_timezone
 from functools import reduce
@@ -34,6 +35,8 @@ from ..moderation.services import moderation_request_create
 from ..services import identifiers
 from ..services.gc import blobs_doom_unreferenced, blobs_remove_doomed
 from ..services.progress import Progress
+
+logger = logging.getLogger(__name__)
 
 
 class Kind:
@@ -381,6 +384,11 @@ def _propose_local(*, policy: RetentionPolicy, totals: Totals, dry_run: bool,
             progress.advance(nbytes=0, items=len(new))
 
 
+PROPOSE_FLIGHT = "retention:propose-local"
+PROPOSE_LEASE_SECONDS = 30
+PROPOSE_MAX_SECONDS = 6 * 3600
+
+
 def local_media_propose(*, policy: RetentionPolicy, totals: Totals, progress: Progress, requested_by=None) -> None:
     """Propose local media past its lifetime for deletion; a moderator signs off (or not).
     One run at a time, so two overlapping runs cannot propose the same media twice: a run that
@@ -388,8 +396,11 @@ def local_media_propose(*, policy: RetentionPolicy, totals: Totals, progress: Pr
     by hand (they cannot approve its proposals), None for the schedule."""
     if _local_q(policy) is None:
         return
-    flight = singleflight.claim("retention:propose-local", lease=3600)
+    # A short lease renewed while the run lives: a run killed mid-way (kill -9, where leases
+    # expire: Redis) frees the work for the next run within PROPOSE_LEASE_SECONDS.
+    flight = singleflight.claim(PROPOSE_FLIGHT, lease=PROPOSE_LEASE_SECONDS, renew_for=PROPOSE_MAX_SECONDS)
     if flight is None:
+        logger.info("Another retention run is proposing local media for deletion; this one leaves it that work")
         return
     try:
         _propose_local(policy=policy, totals=totals, dry_run=False, progress=progress, requested_by=requested_by)

@@ -172,3 +172,38 @@ def test_a_served_thumbnail_is_kept_by_the_batched_access_flush(lifetimes, alice
     access_batch.flush()
     thumb.refresh_from_db()
     assert thumb.last_access_ts is not None
+
+
+_KILLED_PROPOSER = """
+import os, signal, django
+django.setup()
+from media_app.retention import services
+services.PROPOSE_LEASE_SECONDS = 1  # as the run would claim it, shortened for the test
+services._propose_local = lambda **kwargs: os.kill(os.getpid(), signal.SIGKILL)  # killed mid-run
+services.local_media_propose(policy=services.retention_policy(local_before=services.timezone.now()),
+                             totals=services.Totals(), progress=services.Progress())
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_proposal_run_killed_mid_way_leaves_the_work_to_the_next_run(lifetimes):
+    """RETENTION.md: a run killed at any point (kill -9) is continued by the next one. The run
+    proposing local media holds a flight; killed, it must not keep the next runs out (on Redis,
+    where a flight is a lease, until the lease it claimed with lapses)."""
+    import subprocess
+    import sys
+    import time
+
+    from media_app.retention import services
+    from tests.conftest import ROOT
+
+    lifetimes(remote_media_lifetime=None, thumbnail_lifetime=None, local_media_lifetime=365)
+    old = local_media(png(13), created=NOW - 400 * DAY, last_access=NOW - 400 * DAY)
+    died = subprocess.run([sys.executable, "-c", _KILLED_PROPOSER], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert died.returncode == -9, died.stderr[-2000:]
+    time.sleep(1.5)  # the lease it claimed with (1 s here) lapses; nothing renews it any more
+    assert services.PROPOSE_LEASE_SECONDS <= 60  # in production, within a minute
+    report = run()
+    assert ModerationRequest.objects.get().targets == [old.content_uri]
+    assert report[Kind.LOCAL_PROPOSALS].count == 1
