@@ -129,7 +129,14 @@ def thumbnail_response(request, server_name: str, media_id: str):
     thumb = thumbnails.thumbnail_get_or_render(
         media=media, width=width, height=height, method=method, animated=animated
     )
-    response = serve_thumbnail(request, thumb)
+    try:
+        response = serve_thumbnail(request, thumb)
+    except errors.BlobMissing:
+        # A rendition can be made again from its original, which is what serving it needs.
+        thumb = thumbnails.thumbnail_render_again(
+            media=media, thumbnail=thumb, width=width, height=height, method=method, animated=animated
+        )
+        response = serve_thumbnail(request, thumb)
     download.media_record_retrieval(media=media, downloader=request.user, thumbnail_pk=thumb.pk)
     return response
 

@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 
 from .. import errors, events, image_ops, singleflight, storage
 from ..conf import media_settings
-from ..models import Blob, Media, Thumbnail
+from ..models import Blob, BlobIntegrity, Media, Thumbnail
 from ..selectors import thumbnail_cached
 from .blobs import BlobQuarantined, blob_store_and_record, received_from_bytes
 
@@ -93,6 +93,17 @@ def thumbnail_get_or_render(*, media: Media, width: int, height: int, method: st
         compute=lambda: _render_and_store(media, source, width, height, method, animated),
         timeout=RENDER_WAIT_SECONDS, lease=RENDER_LEASE_SECONDS, failure_ttl=_render_failure_ttl,
     )
+
+
+def thumbnail_render_again(*, media: Media, thumbnail: Thumbnail, width: int, height: int, method: str,
+                           animated: bool) -> Thumbnail:
+    """A cached rendition whose bytes are gone (a lost file, a bad restore): flag its blob
+    missing (as the scrub would), forget the rendition and render it again from the original.
+    The render yields the same bytes, whose store puts them back under the flagged blob."""
+    logger.warning("The bytes of thumbnail blob %s are missing; rendering it again", thumbnail.blob.sha256[:16])
+    Blob.objects.filter(pk=thumbnail.blob_id).update(integrity=BlobIntegrity.MISSING)
+    Thumbnail.objects.filter(pk=thumbnail.pk).delete()
+    return thumbnail_get_or_render(media=media, width=width, height=height, method=method, animated=animated)
 
 
 def _render_and_store(media: Media, source: Blob, width: int, height: int, method: str, animated: bool) -> Thumbnail:

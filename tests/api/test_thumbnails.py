@@ -354,3 +354,28 @@ def test_pregeneration_leaves_out_a_size_a_request_is_rendering(client_for, make
         assert Thumbnail.objects.count() == 4
     finally:
         singleflight.abandon(flight)
+
+
+@pytest.mark.django_db
+def test_a_rendition_whose_file_is_lost_is_rendered_again_and_its_file_put_back(alice_client):
+    """A thumbnail row is only a cache of what its original yields: a lost file is rendered
+    again (and the blob's file restored), not a 500 on every request."""
+    from media_app import storage
+    from media_app.models import BlobIntegrity
+
+    mxc = upload(alice_client, photo())
+    first = alice_client.get(thumb_url(mxc, width=96, height=96, method="scale"))
+    assert first.status_code == 200
+    thumb = Thumbnail.objects.select_related("blob").get()
+    backend = storage.backend(thumb.blob.storage)  # local files or S3, as this pass configures
+    data = body_of(first)
+    assert backend.exists(thumb.blob.key)
+    backend.delete(thumb.blob.key)
+
+    again = alice_client.get(thumb_url(mxc, width=96, height=96, method="scale"))
+    assert again.status_code == 200, again.content
+    assert body_of(again) == data
+    assert backend.exists(thumb.blob.key)  # the same blob, its file put back
+    blob = Blob.objects.get(pk=thumb.blob_id)
+    assert blob.integrity == BlobIntegrity.UNCHECKED  # first in line for the next scrub
+    assert Thumbnail.objects.count() == 1
