@@ -12,4 +12,11 @@ logger = logging.getLogger(__name__)
 
 
 def enqueue_on_commit(task, *args) -> None:
-    transaction.on_commit(lambda: task.delay(*args), robust=True)
+    def send():
+        try:
+            task.delay(*args)
+        except Exception as exc:  # the broker is down or refuses: one line, not a traceback per upload
+            logger.warning("Could not hand %s to the workers (%s: %s); it is left to be done on demand",
+                           task.name, exc.__class__.__name__, exc)
+
+    transaction.on_commit(send)

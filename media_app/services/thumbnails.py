@@ -87,12 +87,22 @@ def thumbnail_get_or_render(*, media: Media, width: int, height: int, method: st
         raise errors.MediaNotThumbnailable()
     width, height, method = choose_size(width, height, method)
     source = media.blob
-    return singleflight.run_once(
-        thumbnail_flight_key(source, width, height, method, animated),
-        lookup=lambda: _cached(source.pk, width, height, method, animated),
-        compute=lambda: _render_and_store(media, source, width, height, method, animated),
-        timeout=RENDER_WAIT_SECONDS, lease=RENDER_LEASE_SECONDS, failure_ttl=_render_failure_ttl,
-    )
+
+    def lookup() -> Thumbnail | None:
+        return _cached(source.pk, width, height, method, animated)
+
+    try:
+        return singleflight.run_once(
+            thumbnail_flight_key(source, width, height, method, animated),
+            lookup=lookup,
+            compute=lambda: _render_and_store(media, source, width, height, method, animated),
+            timeout=RENDER_WAIT_SECONDS, lease=RENDER_LEASE_SECONDS, failure_ttl=_render_failure_ttl,
+        )
+    except errors.CoordinationUnavailable:
+        # Redis is down: local media is served all the same, its thumbnails rendered without
+        # the single flight (several processes may render the same one meanwhile; the first
+        # row stored wins, see _store).
+        return lookup() or _render_and_store(media, source, width, height, method, animated)
 
 
 def thumbnail_render_again(*, media: Media, thumbnail: Thumbnail, width: int, height: int, method: str,

@@ -1,4 +1,5 @@
 import io
+import logging
 import threading
 
 import pytest
@@ -263,7 +264,7 @@ def test_upload_enqueues_pregeneration_of_every_configured_size(client_for, make
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_broken_broker_does_not_fail_the_upload(client_for, make_user, monkeypatch):
+def test_a_broken_broker_does_not_fail_the_upload(client_for, make_user, monkeypatch, caplog):
     from media_app.tasks.thumbnails import pregenerate_thumbnails
 
     def broker_down(*args, **kwargs):
@@ -271,9 +272,13 @@ def test_a_broken_broker_does_not_fail_the_upload(client_for, make_user, monkeyp
 
     monkeypatch.setattr(pregenerate_thumbnails, "delay", broker_down)
     client = client_for(make_user("alice"))
-    with override_settings(MEDIASITE={**settings.MEDIASITE, "THUMBNAIL_PREGENERATE": True}):
+    with override_settings(MEDIASITE={**settings.MEDIASITE, "THUMBNAIL_PREGENERATE": True}), \
+            caplog.at_level(logging.WARNING, logger="media_app.background"):
         mxc = upload(client, photo(200, 100))
     assert Media.objects.get(media_id=mxc.split("/")[1]).status == MediaStatus.STORED
+    # Said in one line, not a traceback per upload.
+    [record] = [r for r in caplog.records if r.name == "media_app.background"]
+    assert "broker unreachable" in record.getMessage() and record.exc_info is None
     assert client.get(thumb_url(mxc, width=32, height=32, method="crop")).status_code == 200
 
 
@@ -379,3 +384,15 @@ def test_a_rendition_whose_file_is_lost_is_rendered_again_and_its_file_put_back(
     blob = Blob.objects.get(pk=thumb.blob_id)
     assert blob.integrity == BlobIntegrity.UNCHECKED  # first in line for the next scrub
     assert Thumbnail.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_thumbnails_are_rendered_and_served_while_redis_is_unreachable(alice_client, settings):
+    """FEDERATION.md: while Redis cannot be reached, local media is served as usual; its
+    thumbnails too, rendered without the single flight meanwhile."""
+    mxc = upload(alice_client, photo())
+    settings.REDIS_URL = "redis://127.0.0.1:6390/0"  # nothing listens there
+    first = alice_client.get(thumb_url(mxc, width=64, height=64, method="scale"))
+    again = alice_client.get(thumb_url(mxc, width=64, height=64, method="scale"))
+    assert (first.status_code, again.status_code) == (200, 200), first.content
+    assert body_of(first) == body_of(again) and Thumbnail.objects.count() == 1  # the second from the cache
