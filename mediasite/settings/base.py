@@ -5,6 +5,7 @@ The embedded default needs nothing but a writable data directory: SQLite, local 
 in-process background work. Setting DATABASE_URL / REDIS_URL / MEDIASITE_STORAGE moves the
 same code onto PostgreSQL, Redis and S3.
 """
+from django.core.exceptions import ImproperlyConfigured
 from pathlib import Path
 
 import environ
@@ -140,14 +141,20 @@ SPECTACULAR_SETTINGS = {
 }
 
 
-def _duration_days(value: str) -> int | None:
-    """`90d` or `90` -> 90; `off`, `none` or empty -> None (never)."""
+def _duration_days(value: str, *, name: str) -> int | None:
+    """`90d` or `90` -> 90; `off`, `none` or empty -> None (never). Anything else stops the
+    start with a message naming the variable: a negative lifetime would purge everything."""
     value = value.strip().lower()
     if value in ("", "off", "none", "never"):
         return None
-    if value.endswith("d"):
-        value = value[:-1]
-    return int(value)
+    days = value[:-1] if value.endswith("d") else value
+    if not (days.isascii() and days.isdigit()):
+        raise ImproperlyConfigured(f"{name}={value!r}: a number of days (`90d` or `90`), or `off`")
+    return int(days)
+
+
+def _lifetime_days(variable: str, default: str) -> int | None:
+    return _duration_days(env.str(variable, default=default), name=variable)
 
 
 # The Mediasite tunables the environment can set; media_app.conf holds every tunable with its
@@ -182,7 +189,7 @@ MEDIASITE = {
     "FEDERATION_SERVER_MAP": env.json("MEDIASITE_FEDERATION_SERVER_MAP", default={}),
     "OUTBOUND_ALLOWLIST": env.list("MEDIASITE_OUTBOUND_ALLOWLIST", default=[]),
     "BLOCKED_SERVERS": env.list("MEDIASITE_BLOCKED_SERVERS", default=[]),
-    "REMOTE_MEDIA_LIFETIME_DAYS": _duration_days(env.str("MEDIASITE_REMOTE_MEDIA_LIFETIME", default="90d")),
+    "REMOTE_MEDIA_LIFETIME_DAYS": _lifetime_days("MEDIASITE_REMOTE_MEDIA_LIFETIME", "90d"),
     "REPORT_RATE_LIMIT": env.str("MEDIASITE_REPORT_RATE_LIMIT", default="10/hour"),
     "UPLOAD_RATE_PER_USER": env.str("MEDIASITE_UPLOAD_RATE_PER_USER", default="600/minute"),
     "UPLOAD_RATE_PER_IP": env.str("MEDIASITE_UPLOAD_RATE_PER_IP", default="1200/minute"),
@@ -193,9 +200,9 @@ MEDIASITE = {
     "HOMESERVER_CACHE_SECONDS": env.int("MEDIASITE_HOMESERVER_CACHE_SECONDS", default=60),
     "HOMESERVER_NEGATIVE_CACHE_SECONDS": env.int("MEDIASITE_HOMESERVER_NEGATIVE_CACHE_SECONDS", default=10),
     "HOMESERVER_LOOKUP_RATE_PER_IP": env.str("MEDIASITE_HOMESERVER_LOOKUP_RATE_PER_IP", default="60/minute"),
-    "THUMBNAIL_LIFETIME_DAYS": _duration_days(env.str("MEDIASITE_THUMBNAIL_LIFETIME", default="90d")),
-    "LOCAL_MEDIA_LIFETIME_DAYS": _duration_days(env.str("MEDIASITE_LOCAL_MEDIA_LIFETIME", default="off")),
-    "LOCAL_MEDIA_IDLE_DAYS": _duration_days(env.str("MEDIASITE_LOCAL_MEDIA_IDLE", default="off")),
+    "THUMBNAIL_LIFETIME_DAYS": _lifetime_days("MEDIASITE_THUMBNAIL_LIFETIME", "90d"),
+    "LOCAL_MEDIA_LIFETIME_DAYS": _lifetime_days("MEDIASITE_LOCAL_MEDIA_LIFETIME", "off"),
+    "LOCAL_MEDIA_IDLE_DAYS": _lifetime_days("MEDIASITE_LOCAL_MEDIA_IDLE", "off"),
     "RETENTION_BATCH_SIZE": env.int("MEDIASITE_RETENTION_BATCH_SIZE", default=500),
     "OUTBOUND_CONNECT_TIMEOUT_SECONDS": env.float("MEDIASITE_OUTBOUND_CONNECT_TIMEOUT", default=10.0),
     "OUTBOUND_READ_TIMEOUT_SECONDS": env.float("MEDIASITE_OUTBOUND_READ_TIMEOUT", default=30.0),

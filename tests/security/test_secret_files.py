@@ -139,3 +139,17 @@ def test_a_read_only_data_dir_with_a_stale_temp_file_still_reads_its_secret(tmp_
     monkeypatch.setattr(os, "unlink", read_only)
     assert read_or_create(tmp_path / "secret", lambda: b"never") == (b"provisioned", False)
     assert stale.exists()
+
+
+@pytest.mark.parametrize("value", ["12h", "-5", "ninety"])
+def test_a_lifetime_that_is_not_a_number_of_days_stops_the_start_naming_the_variable(tmp_path, value):
+    """README's retention rows take `90d`, `90` or `off`: anything else (a negative number would
+    purge everything at once) is refused with the variable's name, not a traceback about int()."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASITE_")}
+    env.update({"DJANGO_SETTINGS_MODULE": "mediasite.settings.production", "MEDIASITE_DATA_DIR": str(tmp_path),
+                "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "MEDIASITE_THUMBNAIL_LIFETIME": value})
+    out = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0
+    assert f"MEDIASITE_THUMBNAIL_LIFETIME={value!r}: a number of days" in out.stderr
+    assert "invalid literal" not in out.stderr
