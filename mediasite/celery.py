@@ -5,6 +5,7 @@ import os
 import click
 from celery import Celery, bootsteps, signals
 
+from . import broker  # noqa: F401 - registers the embedded default's transport (mediasite-fs://)
 from .log_redaction import install as install_log_redaction
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mediasite.settings.production")

@@ -13,8 +13,9 @@ if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
 else:
     BROKER_DIR = DATA_DIR / "broker"
-    # The transport ignores the host; naming one keeps kombu from warning that none was given.
-    CELERY_BROKER_URL = "filesystem://localhost//"
+    # kombu's filesystem transport, its messages written whole before they appear
+    # (mediasite/broker.py). It ignores the host; naming one keeps kombu from warning.
+    CELERY_BROKER_URL = "mediasite-fs://localhost//"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR),
         "data_folder_out": str(BROKER_DIR),

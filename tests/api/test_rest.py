@@ -1,3 +1,5 @@
+import base64
+
 import pytest
 from django.utils import timezone
 
@@ -128,6 +130,20 @@ def test_cursor_pagination_walks_forward_and_back(alice_client):
     assert len(pages) == 3 and pages[0]["previous"] is None
     back = alice_client.get(pages[2]["previous"]).json()
     assert [m["media_id"] for m in back["results"]] == seen[2:4]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", [
+    "cursor=" + base64.b64encode(b"p=2026").decode(),  # decodes, but holds no date-time
+    "cursor=" + base64.b64encode(b"r=1&p=").decode(),
+    "cursor=" + base64.b64encode(b"p=99999-01-01T00:00:00").decode(),  # a year no date-time holds
+    "cursor=garbage", "limit=0", "limit=-1", "limit=abc", "limit=1001",
+])
+def test_a_bad_cursor_or_limit_is_a_400_not_a_500_nor_ignored(alice_client, query):
+    alice_client.post("/api/v1/media", data=b"one", content_type="text/plain")
+    response = alice_client.get(f"/api/v1/media?{query}")
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "INVALID_PARAM"
 
 
 @pytest.mark.django_db

@@ -2,6 +2,8 @@
 from dataclasses import asdict
 from datetime import datetime, timezone as dt_timezone
 
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError
 from django.http import HttpResponse
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
@@ -40,6 +42,30 @@ class MediaCursorPagination(CursorPagination):
             return super().decode_cursor(request)
         except NotFound:
             raise errors.InvalidParam("Invalid cursor") from None
+
+    def paginate_queryset(self, queryset, request, view=None):
+        # A cursor is opaque but not signed: one that decodes and holds a position no row can
+        # have ("p=2026") fails where the position is compared, and is the client's error.
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except (DjangoValidationError, ValueError, OverflowError, DataError):
+            raise errors.InvalidParam("Invalid cursor") from None
+
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= self.max_page_size:
+            raise errors.InvalidParam(f"limit must be a whole number from 1 to {self.max_page_size}")
+        return int(raw)
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = {"type": "integer", "minimum": 1, "maximum": self.max_page_size,
+                                       "default": self.page_size}
+        return parameters
 
     def encode_cursor(self, cursor):
         # A token sent as ?access_token= must not be copied into the links of the answer.
