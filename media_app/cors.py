@@ -10,7 +10,7 @@ CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, DELETE, OPTIONS",
     "Access-Control-Allow-Headers": "X-Requested-With, Content-Type, Authorization, Range, If-None-Match, If-Range",
-    "Access-Control-Expose-Headers": "Content-Range, Content-Length, Content-Disposition, ETag, Retry-After",
+    "Access-Control-Expose-Headers": "Content-Range, Content-Length, Content-Disposition, ETag, Retry-After, Location, Allow",
 }
 PREFIXES = ("/_matrix/", "/api/v1/")
 

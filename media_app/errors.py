@@ -255,6 +255,10 @@ class Unrecognized(MediasiteError):
 class MethodNotAllowed(MediasiteError):
     code, status, errcode, message = "METHOD_NOT_ALLOWED", 405, "M_UNRECOGNIZED", "Method not allowed on this endpoint"
 
+    def __init__(self, message=None, *, allowed=()):
+        # RFC 9110: a 405 lists the methods the resource does answer.
+        super().__init__(message, headers={"Allow": ", ".join(sorted(m.upper() for m in allowed))} if allowed else {})
+
 
 # Moderation.
 class MediaProtected(MediasiteError):

@@ -120,7 +120,8 @@ class Endpoint(APIView):
             request.user = self.authenticate(request)
             method = request.method.lower()
             if method not in self.allowed:
-                raise errors.MethodNotAllowed()
+                # OPTIONS: answered for every route by the CORS middleware (media_app/cors.py).
+                raise errors.MethodNotAllowed(allowed=self.allowed | {"options"})
             if method in self.rate_limits:
                 ratelimit.request_hit(self.rate_limits[method], request)
             handler = self.get if method == "head" else getattr(self, method)

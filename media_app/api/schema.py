@@ -253,9 +253,16 @@ DOWNLOAD_ERRORS = [
     errors.InvalidParam, errors.MediaNotFound, errors.MediaQuarantined, errors.MediaNotYetUploaded,
     errors.StorageUnavailable,
 ]
-# What serves stored bytes, with ranges (416 is an error body like any other); the federation's
-# multipart answers take no Range and keep DOWNLOAD_ERRORS.
-SERVING_ERRORS = [*DOWNLOAD_ERRORS, errors.RangeNotSatisfiable]
+# What serves stored bytes, with ranges (416 is an error body like any other), to clients, for
+# whom another server's media is fetched first; the federation's multipart answers take no
+# Range, serve only local media, and keep DOWNLOAD_ERRORS.
+SERVING_ERRORS = [
+    *DOWNLOAD_ERRORS, errors.RangeNotSatisfiable, errors.MediaServerBlocked, errors.RemoteFetchFailed,
+    errors.RemoteTimeout, errors.MediaTooLarge, errors.RateLimited, errors.CoordinationUnavailable,
+]
+# Thumbnails, besides: media that is no image, or too large or broken an image to render.
+THUMBNAIL_ERRORS = [*SERVING_ERRORS, errors.MediaNotThumbnailable, errors.MediaTooManyPixels, errors.MediaImageBroken]
 UPLOAD_ERRORS = [
     errors.MediaTooLarge, errors.MediaTooManyPixels, errors.UploadIncomplete, errors.StorageUnavailable,
+    errors.QuotaExceeded, errors.RateLimited, errors.StorageFull,
 ]

@@ -196,3 +196,19 @@ def test_openapi_schema_and_docs(client):
     redoc = client.get("/api/redoc/")
     assert redoc.status_code == 200 and b"redoc.standalone.js" in redoc.content
     assert b"/api/schema/" in redoc.content  # the page renders the served schema
+
+
+@pytest.mark.django_db
+def test_a_method_not_allowed_says_which_are(alice_client):
+    response = alice_client.patch("/api/v1/media")
+    assert response.status_code == 405 and response.json()["code"] == "METHOD_NOT_ALLOWED"
+    assert response["Allow"] == "GET, HEAD, OPTIONS, POST"
+
+
+@pytest.mark.django_db
+def test_a_created_media_is_named_in_location(alice_client):
+    response = alice_client.post("/api/v1/media", data=b"located", content_type="text/plain")
+    assert response.status_code == 201
+    location = response["Location"]
+    assert location == f"/api/v1/media/test.local/{response.json()['media_id']}"
+    assert alice_client.get(location).json()["media_id"] == response.json()["media_id"]

@@ -9,7 +9,7 @@ from ...services import upload
 from ..body import request_body
 from ..endpoint import Access, Endpoint
 from ..schema import (
-    ALLOW_REDIRECT, FILENAME_QUERY, MEDIA_ID, RAW_BODY, SERVER_NAME, SERVING_ERRORS,
+    ALLOW_REDIRECT, FILENAME_QUERY, MEDIA_ID, RAW_BODY, SERVER_NAME, SERVING_ERRORS, THUMBNAIL_ERRORS,
     THUMBNAIL_PARAMETERS, TIMEOUT_MS, UPLOAD_ERRORS, binary_parameters, binary_responses, endpoint_schema,
 )
 from ..serving import download_response, thumbnail_response
@@ -34,7 +34,7 @@ _THUMBNAIL = dict(
     "metadata stripped; animated WebP when animated=true.",
     parameters=[*_MEDIA_PATH, *THUMBNAIL_PARAMETERS, TIMEOUT_MS, *binary_parameters()],
     responses=binary_responses(),
-    errors=SERVING_ERRORS,
+    errors=THUMBNAIL_ERRORS,
 )
 
 

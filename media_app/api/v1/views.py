@@ -19,16 +19,23 @@ from ...services import deletion, download, quotas, tokens, upload
 from ..body import MULTIPART, UPLOAD_ACCEPTS, request_body, upload_body_kind
 from ..endpoint import Endpoint, drf_request, json_response, read_json
 from ..schema import (
-    ALLOW_REDIRECT, FILENAME_QUERY, MEDIA_ID, SERVER_NAME, SERVING_ERRORS, THUMBNAIL_PARAMETERS, TIMEOUT_MS,
-    UPLOAD_ERRORS, binary_parameters, binary_responses, endpoint_schema,
+    ALLOW_REDIRECT, FILENAME_QUERY, MEDIA_ID, SERVER_NAME, SERVING_ERRORS, THUMBNAIL_ERRORS, THUMBNAIL_PARAMETERS,
+    TIMEOUT_MS, UPLOAD_ERRORS, binary_parameters, binary_responses, endpoint_schema,
 )
 from ..serving import download_response, thumbnail_response
 from .serializers import (
     DeletionAcceptedSerializer, DeletionRequestSerializer, MediaSerializer, NewTokenSerializer, TokenCreateSerializer,
-    TokenSerializer,
+    TokenSerializer, media_path,
 )
 
 _LISTED_STATUSES = [s for s in MediaStatus.values if s != MediaStatus.DELETED]
+
+
+def _created(data: dict, media) -> HttpResponse:
+    """201 for one new media, with its metadata's address in Location (RFC 9110)."""
+    response = json_response(data, status=201)
+    response["Location"] = media_path(media)
+    return response
 
 
 class MediaCursorPagination(CursorPagination):
@@ -145,12 +152,14 @@ class MediaCollectionView(Endpoint):
                 content_type=request.META.get("CONTENT_TYPE", ""), upload_name=request.GET.get("filename"),
             )
             data = MediaSerializer(created, many=True, context=context).data
-            return json_response(data[0] if len(data) == 1 else data, status=201)
+            if len(data) == 1:
+                return _created(data[0], created[0])
+            return json_response(data, status=201)
         media = upload.media_upload(
             uploader=request.user, stream=stream, declared_length=length,
             upload_name=request.GET.get("filename"),
         )
-        return json_response(MediaSerializer(media, context=context).data, status=201)
+        return _created(MediaSerializer(media, context=context).data, media)
 
     @endpoint_schema(
         summary="List your own media",
@@ -230,7 +239,7 @@ class MediaThumbnailView(Endpoint):
         "asked, never upscaled, metadata stripped; animated WebP when animated=true.",
         parameters=[*_MEDIA_PATH, *THUMBNAIL_PARAMETERS, TIMEOUT_MS, *binary_parameters()],
         responses=binary_responses(),
-        errors=SERVING_ERRORS,
+        errors=THUMBNAIL_ERRORS,
     )
     def get(self, request, server_name, media_id):
         return thumbnail_response(request, server_name, media_id)
