@@ -40,5 +40,14 @@ def clean_upload_name(name: str | None) -> str | None:
         return None
     # Not printable also covers format characters (bidi overrides that make "gnp.exe" show as
     # "exe.png"). Stripped after the cut too, so a cut name never ends in a space.
-    cleaned = "".join(ch for ch in name if ch.isprintable())
-    return cleaned.strip()[: media_settings.MAX_UPLOAD_NAME_CHARS].strip() or None
+    cleaned = "".join(ch for ch in name if ch.isprintable()).strip()
+    limit = media_settings.MAX_UPLOAD_NAME_CHARS
+    if len(cleaned) > limit:
+        # Cut from the middle of the stem: the extension is what a client saving the file
+        # (and a person reading its name) needs most.
+        stem, dot, extension = cleaned.rpartition(".")
+        if dot and stem and 0 < len(extension) <= 16:
+            cleaned = stem[: limit - len(extension) - 1].rstrip() + "." + extension
+        else:
+            cleaned = cleaned[:limit]
+    return cleaned.strip() or None

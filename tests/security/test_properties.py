@@ -30,6 +30,12 @@ def test_clean_upload_name_keeps_only_printable_bounded_text(name):
     assert clean_upload_name(cleaned) == cleaned
 
 
+def test_a_name_cut_to_length_keeps_its_extension():
+    assert clean_upload_name("b" * 3000 + ".txt") == "b" * (MAX - 4) + ".txt"
+    assert clean_upload_name("ü" * 300) == "ü" * MAX  # no extension to keep
+    assert clean_upload_name("c" * 300 + "." + "d" * 40) == ("c" * 300 + "." + "d" * 40)[:MAX]  # no extension either
+
+
 @hsettings(max_examples=500, deadline=None)
 @given(media_types, names)
 def test_content_disposition_is_a_safe_header_that_round_trips_the_name(media_type, name):
