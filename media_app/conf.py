@@ -25,6 +25,8 @@ DEFAULTS = {
     # Requests per process that may wait for a pending upload at once (the others answer
     # M_NOT_YET_UPLOADED at once); below gunicorn's threads per process, so some stay free.
     "PENDING_WAITERS_PER_PROCESS": 2,
+    # Access tokens one user may mint through the API (`create_token` is not held to it).
+    "MAX_TOKENS_PER_USER": 100,
     "ENCRYPTION_KEYS": [],
     "FEDERATION_SERVER_MAP": {},
     "OUTBOUND_ALLOWLIST": [],

@@ -8,7 +8,7 @@ import secrets
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -29,14 +29,22 @@ def hash_token(token: str) -> str:
 MAX_NAME_CHARS = AccessToken._meta.get_field("name").max_length
 
 
-def token_create(*, user, name: str = "") -> tuple[AccessToken, str]:
-    """A new token for `user`: the row, and the plaintext, which is never stored or shown again."""
+def token_create(*, user, name: str = "", max_tokens: int | None = None) -> tuple[AccessToken, str]:
+    """A new token for `user`: the row, and the plaintext, which is never stored or shown again.
+    With `max_tokens` (a user minting their own), refused once the user holds that many."""
     if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
         raise errors.InvalidParam(f"name must be a string of at most {MAX_NAME_CHARS} characters")
     if "\x00" in name:  # PostgreSQL text cannot hold it: refuse rather than fail on insert
         raise errors.InvalidParam("name must not contain a NUL character")
     plaintext = PREFIX + secrets.token_urlsafe(32)
-    row = AccessToken.objects.create(user=user, token_hash=hash_token(plaintext), name=name.strip())
+    with transaction.atomic():
+        if max_tokens is not None:
+            # Counted under the user's row lock (as quotas are): concurrent requests cannot slip past.
+            get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+            if AccessToken.objects.filter(user=user).count() >= max_tokens:
+                raise errors.QuotaExceeded(f"You have {max_tokens} access tokens, the most one user may have; "
+                                           "revoke one first")
+        row = AccessToken.objects.create(user=user, token_hash=hash_token(plaintext), name=name.strip())
     return row, plaintext
 
 

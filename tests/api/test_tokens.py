@@ -104,3 +104,18 @@ def test_manage_py_list_tokens_and_revoke_token(alice, make_token):
         call_command("revoke_token", str(row.pk), stdout=io.StringIO())
     with pytest.raises(CommandError):
         call_command("list_tokens", "nobody", stdout=io.StringIO())
+
+
+@pytest.mark.django_db
+def test_a_user_may_hold_only_so_many_tokens_minted_through_the_api(alice_client, alice, settings):
+    settings.MEDIASITE = {**settings.MEDIASITE, "MAX_TOKENS_PER_USER": 3}  # alice_client's own is one
+    made = [alice_client.post("/api/v1/tokens", {"name": f"t{i}"}, content_type="application/json")
+            for i in range(3)]
+    assert [r.status_code for r in made] == [201, 201, 403]
+    assert made[-1].json()["code"] == "QUOTA_EXCEEDED" and "revoke one first" in made[-1].json()["error"]
+    revoked = alice_client.delete(f"/api/v1/tokens/{made[0].json()['id']}")
+    assert revoked.status_code == 204
+    assert alice_client.post("/api/v1/tokens", {"name": "again"}, content_type="application/json").status_code == 201
+    # The operator's command is not held to it.
+    call_command("create_token", "alice", stdout=io.StringIO())
+    assert AccessToken.objects.filter(user=alice).count() == 4

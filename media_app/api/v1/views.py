@@ -13,6 +13,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.utils.urls import remove_query_param
 
 from ... import errors
+from ...conf import media_settings
 from ...models import MediaStatus
 from ...selectors import media_list_for_user
 from ...services import deletion, download, quotas, tokens, upload
@@ -255,6 +256,8 @@ class UsageView(Endpoint):
     )
     def get(self, request):
         return asdict(quotas.quota_usage(user=request.user))
+
+
 class TokenCollectionView(Endpoint):
     serializer_class = TokenSerializer
 
@@ -268,11 +271,12 @@ class TokenCollectionView(Endpoint):
         description="The answer carries the secret (`token`); it is stored only as a hash and never shown again.",
         request={"application/json": TokenCreateSerializer},
         responses={201: NewTokenSerializer},
-        errors=[errors.InvalidParam, errors.BadRequest, errors.UnsupportedContentType],
+        errors=[errors.InvalidParam, errors.BadRequest, errors.UnsupportedContentType, errors.QuotaExceeded],
     )
     def post(self, request):
         name = read_json(request).get("name", "")
-        row, secret = tokens.token_create(user=request.user, name=name)
+        row, secret = tokens.token_create(user=request.user, name=name,
+                                          max_tokens=media_settings.MAX_TOKENS_PER_USER)
         return json_response({**TokenSerializer(row).data, "token": secret}, status=201)
 
 
