@@ -81,3 +81,14 @@ class NewTokenSerializer(TokenSerializer):
 class TokenCreateSerializer(serializers.Serializer):
     name = serializers.CharField(required=False, allow_blank=True, max_length=100,
                                  help_text="A label to recognise the token by")
+
+
+class UsageSerializer(serializers.Serializer):
+    """What a user has stored and may store (services.quotas.Usage); a limit of 0 is none."""
+
+    bytes_used = serializers.IntegerField()
+    files_used = serializers.IntegerField(help_text="Stored media and open reservations")
+    pending_uploads = serializers.IntegerField(help_text="Open reservations (create, not yet uploaded)")
+    max_bytes = serializers.IntegerField(help_text="0: unlimited")
+    max_files = serializers.IntegerField(help_text="0: unlimited")
+    max_pending_uploads = serializers.IntegerField()

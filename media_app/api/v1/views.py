@@ -26,7 +26,7 @@ from ..schema import (
 from ..serving import download_response, thumbnail_response
 from .serializers import (
     DeletionAcceptedSerializer, DeletionRequestSerializer, MediaSerializer, NewTokenSerializer, TokenCreateSerializer,
-    TokenSerializer, media_path,
+    TokenSerializer, UsageSerializer, media_path,
 )
 
 _LISTED_STATUSES = [s for s in MediaStatus.values if s != MediaStatus.DELETED]
@@ -251,11 +251,10 @@ class UsageView(Endpoint):
         summary="Your quota and usage",
         description="Bytes and files you have stored (reservations count as files), your limits "
         "(0 = unlimited) and your open reservations.",
-        responses={200: OpenApiResponse(description="{bytes_used, files_used, pending_uploads, max_bytes, "
-                                        "max_files, max_pending_uploads}")},
+        responses={200: UsageSerializer},
     )
     def get(self, request):
-        return asdict(quotas.quota_usage(user=request.user))
+        return UsageSerializer(asdict(quotas.quota_usage(user=request.user))).data
 
 
 class TokenCollectionView(Endpoint):
@@ -291,4 +290,6 @@ class TokenDetailView(Endpoint):
     )
     def delete(self, request, token_id):
         tokens.token_revoke(token_id=token_id, user=request.user)
-        return HttpResponse(status=204)
+        response = HttpResponse(status=204)
+        del response["Content-Type"]  # no content, so no type of it
+        return response
