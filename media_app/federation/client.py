@@ -355,7 +355,10 @@ def request(method: str, target: Target, path: str, *, headers: dict | None = No
         if hops > MAX_REDIRECTS:
             raise OutboundError("Too many redirects")
         next_url = urljoin(response.url, location)
-        if urlsplit(location).netloc:
+        relative = urlsplit(location)
+        if relative.scheme or relative.netloc:
+            if not relative.netloc:  # file:///etc/passwd, https:/x: no server to go to
+                raise OutboundError("Only http and https URLs with a host are followed")
             target = Target.from_url(next_url)
         # else the same server: the same connection target, and still its name for Host and the
         # certificate (not the SRV target's, which response.url is written with)
