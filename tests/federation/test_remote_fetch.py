@@ -205,6 +205,7 @@ def test_redirect_loop_is_stopped_after_five_redirects(remote, alice_client):
 
 @pytest.mark.parametrize("target", ["http://127.0.0.1:{port}/x", "http://169.254.169.254/latest/meta-data/",
                                     "http://[::ffff:127.0.0.1]:{port}/x", "file:///etc/passwd",
+                                    "https:/etc/passwd",  # a scheme without a host: not a path here
                                     "http://localhost:{port}/x"])
 def test_redirects_to_forbidden_addresses_are_not_followed(remote, alice_client, trap, target):
     before = trap.connections
