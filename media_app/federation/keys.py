@@ -8,7 +8,8 @@ past it.
 
 A request to the federation endpoints names its origin before anything is verified, so a key
 fetch is something anyone can ask of us: each server's keys are fetched by one request at a
-time across every process (the others wait for it), a failed fetch is answered from memory for
+time (the single flight: the processes of a machine, and machines sharing Redis; the others
+wait for it), a failed fetch is answered from memory for
 KEY_FAILURE_CACHE_SECONDS, and the fetches one client address causes are rate-limited
 (MEDIASITE_KEY_FETCH_RATE_PER_IP), so made-up origins cannot turn us into a load generator.
 """

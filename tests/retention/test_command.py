@@ -109,3 +109,15 @@ def test_a_purge_killed_halfway_finishes_on_rerun(transactional_db, shared_media
     assert not Blob.objects.exists()  # nothing left doomed or orphaned in the table
     assert purged.count() == total and len(set(purged.values_list("media_id", flat=True))) == total
     assert before - stored_bytes() == preview.freed_bytes == preview[Kind.REMOTE_MEDIA].bytes
+
+
+@pytest.mark.django_db
+def test_the_proposals_bar_counts_media_and_ends_full(lifetimes):
+    """Proposals free nothing until signed off: their bar must not wait for bytes that never come."""
+    from tests.retention.conftest import local_media
+
+    lifetimes(remote_media_lifetime=None, thumbnail_lifetime=None, local_media_lifetime=365)
+    local_media(png(230), created=NOW - 400 * DAY, last_access=NOW - 400 * DAY)
+    _out, err = _command()
+    last = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("local_proposals [")][-1]
+    assert "1/1" in last and "(100%)" in last, err

@@ -90,6 +90,9 @@ def test_sample_checks_the_least_recently_verified_first(damaged, backend):
     with pytest.raises(CommandError):
         call_command("verify_media", "--sample", "2")  # now the two never verified
     assert Blob.objects.filter(verified_ts=None).count() == 0
+    with pytest.raises(CommandError) as usage:
+        call_command("verify_media", "--sample", "0")
+    assert usage.value.returncode == 2  # nothing checked: not the "damage found" status
 
 
 @pytest.mark.django_db

@@ -1,5 +1,6 @@
 """`manage.py verify_media [--sample N]`: re-hash stored blobs (originals and thumbnails),
-flag the missing and corrupt ones in the admin, exit non-zero if any."""
+flag the missing and corrupt ones in the admin. Exit status: 0 all sound, 1 some missing or
+corrupt, 2 nothing checked (a bad argument, a storage backend that cannot be reached)."""
 from django.core.management.base import BaseCommand, CommandError
 
 from media_app import errors
@@ -9,7 +10,8 @@ from ._progress import ProgressBar
 
 
 class Command(BaseCommand):
-    help = "Re-hash stored blobs and report missing or corrupt ones (exit status 1 if any)."
+    help = ("Re-hash stored blobs and report missing or corrupt ones (exit status 1 if any; 2 when "
+            "nothing could be checked).")
 
     def add_arguments(self, parser):
         parser.add_argument("--sample", type=int,
@@ -17,7 +19,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, sample, **options):
         if sample is not None and sample < 1:
-            raise CommandError("--sample must be at least 1")
+            raise CommandError("--sample must be at least 1", returncode=2)
         try:
             report = blobs_verify(sample=sample, progress=ProgressBar("verify"))
         except errors.MediasiteError as exc:

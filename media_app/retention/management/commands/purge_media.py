@@ -66,7 +66,9 @@ class Command(BaseCommand):
             kinds = _BAR_KINDS.get(kind, (kind,))
             # The underlying stream: Django's wrapper would end the bar's "\r" redraws with newlines.
             bar = ProgressBar(kind, stream=self.stderr._out, unit=_UNITS[kind])
-            bar.start(total=preview[kind].count, total_bytes=sum(preview[k].bytes for k in kinds))
+            # A proposal frees nothing until it is signed off: its bar counts media, not bytes.
+            total_bytes = 0 if kind == Kind.LOCAL_PROPOSALS else sum(preview[k].bytes for k in kinds)
+            bar.start(total=preview[kind].count, total_bytes=total_bytes)
             return bar
 
         try:
