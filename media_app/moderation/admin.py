@@ -59,29 +59,32 @@ class ModerationRequestAdmin(ReadOnlyAdmin):
 
     SHOWN_TARGETS = 5
 
+    def _shown_media(self, requests) -> dict:
+        """The media the requests' shown targets name, by (server, media ID), in one query."""
+        wanted = {identifiers.split_content_uri(uri) for obj in requests for uri in obj.targets[:self.SHOWN_TARGETS]}
+        found = Media.objects.select_related("blob").filter(media_id__in={media_id for _server, media_id in wanted})
+        return {(m.server_name, m.media_id): m for m in found}
+
     def get_changelist_instance(self, request):
         # The targets of every row on the page in one query, not one per target.
         changelist = super().get_changelist_instance(request)
         rows = [obj for obj in changelist.result_list if obj.action != ModerationAction.BLOCK_SERVER]
-        wanted = {identifiers.split_content_uri(uri) for obj in rows for uri in obj.targets[:self.SHOWN_TARGETS]}
-        found = {(m.server_name, m.media_id): m for m in Media.objects.select_related("blob").filter(
-            media_id__in={media_id for _server, media_id in wanted})}
+        shown = self._shown_media(rows)
         for obj in rows:
-            obj.shown_media = found
+            obj.shown_media = shown
         return changelist
 
     @admin.display(description="targets")
     def target_list(self, obj):
         if obj.action == ModerationAction.BLOCK_SERVER:
             return ", ".join(obj.targets)
+        shown = getattr(obj, "shown_media", None)
+        if shown is None:  # a request's own page
+            shown = self._shown_media([obj])
         rows = []
         for uri in obj.targets[:self.SHOWN_TARGETS]:
             server_name, media_id = identifiers.split_content_uri(uri)
-            shown = getattr(obj, "shown_media", None)
-            if shown is not None:
-                media = shown.get((server_name, media_id))
-            else:  # a request's own page
-                media = Media.objects.select_related("blob").filter(server_name=server_name, media_id=media_id).first()
+            media = shown.get((server_name, media_id))
             link = reverse("admin:media_app_media_changelist") + f"?q={media_id}"
             rows.append((preview_html(media) if media else "—", link, uri))
         more = (f" and {len(obj.targets) - self.SHOWN_TARGETS} more"

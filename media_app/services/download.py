@@ -72,12 +72,10 @@ def _wait_for_upload(media: Media, server_name: str, media_id: str, timeout_ms: 
     at once; the others are answered at once (504 M_NOT_YET_UPLOADED, try again): a crowd of
     long polls cannot take every thread of the server."""
     waiters = _waiters(max(1, media_settings.PENDING_WAITERS_PER_PROCESS))
-    if not waiters.acquire(blocking=False):
-        if media.unused_expires_at and media.unused_expires_at <= timezone.now():
-            raise errors.MediaNotFound()
-        raise errors.MediaNotYetUploaded()
+    waiting = waiters.acquire(blocking=False)
     try:
-        deadline = time.monotonic() + timeout_ms / 1000
+        # No slot free: answered as if the wait had run out at once.
+        deadline = time.monotonic() + (timeout_ms / 1000 if waiting else 0)
         delay = 0.05
         while media is not None and media.status == MediaStatus.PENDING:
             expired = media.unused_expires_at and media.unused_expires_at <= timezone.now()
@@ -90,7 +88,8 @@ def _wait_for_upload(media: Media, server_name: str, media_id: str, timeout_ms: 
             media = _lookup(server_name, media_id)
         return media
     finally:
-        waiters.release()
+        if waiting:
+            waiters.release()
 
 
 def media_record_retrieval(*, media: Media, downloader, thumbnail_pk: int | None = None) -> None:

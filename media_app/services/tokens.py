@@ -16,6 +16,7 @@ from .. import errors
 from ..conf import media_settings
 from ..models import AccessToken
 from ..selectors import token_with_user
+from . import quotas
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,8 @@ def token_create(*, user, name: str = "", max_tokens: int | None = None) -> tupl
     plaintext = PREFIX + secrets.token_urlsafe(32)
     with transaction.atomic():
         if max_tokens is not None:
-            # Counted under the user's row lock (as quotas are): concurrent requests cannot slip past.
-            get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+            # Counted under the user's row lock, as quotas are: concurrent requests cannot slip past.
+            quotas.user_lock(user=user)
             if AccessToken.objects.filter(user=user).count() >= max_tokens:
                 raise errors.QuotaExceeded(f"You have {max_tokens} access tokens, the most one user may have; "
                                            "revoke one first")

@@ -141,20 +141,17 @@ SPECTACULAR_SETTINGS = {
 }
 
 
-def _duration_days(value: str, *, name: str) -> int | None:
-    """`90d` or `90` -> 90; `off`, `none` or empty -> None (never). Anything else stops the
-    start with a message naming the variable: a negative lifetime would purge everything."""
-    value = value.strip().lower()
+def _lifetime_days(variable: str, default: str) -> int | None:
+    """The environment's `90d` or `90` -> 90; `off`, `none` or empty -> None (never). Anything
+    else stops the start with a message naming the variable: a negative lifetime would purge
+    everything."""
+    value = env.str(variable, default=default).strip().lower()
     if value in ("", "off", "none", "never"):
         return None
     days = value[:-1] if value.endswith("d") else value
     if not (days.isascii() and days.isdigit()):
-        raise ImproperlyConfigured(f"{name}={value!r}: a number of days (`90d` or `90`), or `off`")
+        raise ImproperlyConfigured(f"{variable}={value!r}: a number of days (`90d` or `90`), or `off`")
     return int(days)
-
-
-def _lifetime_days(variable: str, default: str) -> int | None:
-    return _duration_days(env.str(variable, default=default), name=variable)
 
 
 # The Mediasite tunables the environment can set; media_app.conf holds every tunable with its
